@@ -1,0 +1,784 @@
+/**
+ * The session: the machine's effects performed over real HTTP, a fetch-compatible function and an
+ * undici interceptor that add the token. The hot path reads the token from the snapshot with no
+ * await on the machine; only a 401/403 or an expired token reaches it, and concurrent requests
+ * share one flow (single-flight), across processes too when the store offers a lease.
+ */
+import { Agent, fetch as undiciFetch, type Dispatcher } from 'undici';
+import { createActor, type Actor, type SnapshotFrom } from 'xstate';
+import { flowError, OAuthFlowError, toError, type FlowErrorData } from '../machines/errors.js';
+import type { HttpRequest } from '../machines/http.js';
+import { oauthMachine } from '../machines/oauth.machine.js';
+import type { EngineEffect, EngineEvent } from '../machines/oauth.types.js';
+import type { CallbackParams } from '../machines/steps/authorization.js';
+import { needsRefresh } from '../machines/steps/token.js';
+import type { CredentialStore, Lease, RecordKind, RecordTypes } from '../machines/store.js';
+import { sameOrigin, splitUrl } from '../machines/urls.js';
+import { readBearerChallenge } from '../machines/wwwAuthenticate.js';
+import { authorizationEntropy, systemRandomBytes, type RandomBytes } from './entropy.js';
+import { openSystemBrowser } from './interaction/browser.js';
+import { startLoopbackCallbackServer, type LoopbackCallbackServer } from './interaction/callbackServer.js';
+import { createNetworkPolicy, createOAuthAgent, performOAuthRequest, type NetworkPolicy } from './oauthHttp.js';
+import { loopbackUri, resolveOptions, type AuthorizationUrlOpener, type OAuthSessionOptions, type ResolvedOptions } from './options.js';
+import { createMemoryStore } from './stores/memory.js';
+import { statePath, TraceRecorder, type Trace } from './trace.js';
+
+export type OAuthActor = Actor<typeof oauthMachine>;
+type EngineSnapshot = SnapshotFrom<typeof oauthMachine>;
+
+/** Attempts of one caller request: replays after a refresh, a sibling's flow, step-ups (DESIGN policy 9). */
+const MAX_ATTEMPTS = 6;
+const MAX_SAME_ORIGIN_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+export interface OAuthSession {
+  /** Fetch-compatible: pass it to the MCP SDK's `StreamableHTTPClientTransport({ fetch })`. */
+  fetch: (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+  /** An undici interceptor: `agent.compose(session.interceptor)`. */
+  interceptor: Dispatcher.DispatcherComposeInterceptor;
+  actor: OAuthActor;
+  /** Resolves once stored records are loaded. */
+  ready(): Promise<void>;
+  /** Runs a full authorization now (a CLI `login`), unless valid tokens are held. */
+  authorize(): Promise<void>;
+  /** A valid access token, refreshing or authorizing when needed. */
+  getAccessToken(): Promise<string>;
+  /** Delivers an authorization response (the redirect's query) to a waiting flow. */
+  handleCallback(params: URLSearchParams | Record<string, string | string[]>): 'accepted' | 'rejected';
+  /** The machine snapshot while it waits or is settled. It holds secrets: hand it only to a store. */
+  persist(): unknown;
+  /** The dotted state path, e.g. `flow.authorize.awaitingCallback`. */
+  readonly state: string;
+  trace(): Trace;
+  close(): Promise<void>;
+}
+
+interface Authorization {
+  header: string | undefined;
+  version: number | null;
+}
+
+interface Challenge {
+  status: number;
+  wwwAuthenticate: string | undefined;
+}
+
+export function createOAuthSession(options: OAuthSessionOptions): OAuthSession {
+  return new Session(options, resolveOptions(options));
+}
+
+class Session implements OAuthSession {
+  readonly actor: OAuthActor;
+  private readonly store: CredentialStore;
+  private readonly clock: () => number;
+  private readonly randomBytes: RandomBytes;
+  private readonly opener: AuthorizationUrlOpener;
+  private readonly recorder: TraceRecorder;
+  private readonly mcpDispatcher: Dispatcher;
+  private readonly ownsMcpDispatcher: boolean;
+  private readonly policy: Promise<NetworkPolicy>;
+  private oauthAgent: Agent | undefined;
+  private readonly restored: Promise<void>;
+  private isRestored = false;
+  private inFlight: Promise<void> | undefined;
+  private readonly settleWaiters = new Set<() => void>();
+  private callbackServer: LoopbackCallbackServer | undefined;
+  private callbackTimer: NodeJS.Timeout | undefined;
+  private interaction: AbortController | undefined;
+  private readonly lifetime = new AbortController();
+  private readonly saves = new Map<RecordKind, Promise<void>>();
+  private readonly networkCauses = new Map<string, unknown>();
+  private lastNetworkCause: unknown;
+  private closed = false;
+
+  constructor(
+    private readonly options: OAuthSessionOptions,
+    private readonly resolved: ResolvedOptions,
+  ) {
+    this.store = options.store ?? createMemoryStore();
+    this.clock = options.clock ?? Date.now;
+    this.randomBytes = options.randomBytes ?? systemRandomBytes;
+    this.opener = options.openAuthorizationUrl ?? defaultOpener;
+    this.recorder = new TraceRecorder(2_000, options.observe);
+    this.ownsMcpDispatcher = options.dispatcher === undefined;
+    this.mcpDispatcher =
+      options.dispatcher ??
+      new Agent({ headersTimeout: resolved.deadlines.mcpHeadersMs, bodyTimeout: 0, connect: { timeout: resolved.deadlines.connectMs } });
+    this.policy = createNetworkPolicy(resolved.config.serverUrl, {
+      ...(options.resolver ? { resolver: options.resolver } : {}),
+      ...(options.classifyAddress ? { classify: options.classifyAddress } : {}),
+    });
+    this.policy.catch(() => undefined);
+
+    const resume = options.resume as EngineSnapshot | undefined;
+    this.actor = resume
+      ? createActor(oauthMachine, { snapshot: resume, input: resolved.config })
+      : createActor(oauthMachine, { input: resolved.config });
+    this.actor.on('*', (effect) => {
+      this.recorder.effect(this.clock(), this.state, effect as EngineEffect);
+      // Effects run after the transition that emitted them has finished.
+      queueMicrotask(() => this.perform(effect as EngineEffect));
+    });
+    this.actor.subscribe({ next: (snapshot) => this.onSnapshot(snapshot), error: () => undefined });
+    this.actor.start();
+
+    if (resume) {
+      this.isRestored = true;
+      this.restored = Promise.resolve();
+      if (this.actor.getSnapshot().hasTag('waiting')) this.armCallbackDeadline();
+      if (!this.settled()) this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
+    } else {
+      this.restored = this.loadStore();
+      this.restored.catch(() => undefined);
+    }
+
+    this.interceptor = this.interceptor.bind(this);
+    this.fetch = this.fetch.bind(this);
+  }
+
+  get state(): string {
+    return statePath(this.actor.getSnapshot().value);
+  }
+
+  ready(): Promise<void> {
+    return this.restored;
+  }
+
+  private send(event: EngineEvent): void {
+    if (this.closed) return;
+    this.actor.send(event);
+    this.recorder.event(this.clock(), this.state, event);
+  }
+
+  private settled(): boolean {
+    return this.actor.getSnapshot().hasTag('settled');
+  }
+
+  private onSnapshot(snapshot: EngineSnapshot): void {
+    if (!snapshot.hasTag('waiting')) this.disarmCallbackDeadline();
+    if (snapshot.hasTag('settled')) {
+      this.interaction?.abort();
+      this.interaction = undefined;
+      const server = this.callbackServer;
+      this.callbackServer = undefined;
+      void server?.close();
+      for (const wake of [...this.settleWaiters]) wake();
+    }
+  }
+
+  private waitSettled(): Promise<void> {
+    if (this.settled()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.settleWaiters.delete(wake);
+        resolve();
+      };
+      this.settleWaiters.add(wake);
+    });
+  }
+
+  /** Waits for the current flow and turns a failure into the typed error every waiter receives. */
+  private async settleOrThrow(): Promise<void> {
+    await this.waitSettled();
+    const snapshot = this.actor.getSnapshot();
+    if (snapshot.matches('failed') && snapshot.context.error) throw this.errorFrom(snapshot.context.error);
+  }
+
+  private errorFrom(data: FlowErrorData): OAuthFlowError {
+    const cause = data.kind === 'network' ? this.lastNetworkCause : undefined;
+    return toError({ ...data, state: data.state ?? this.lastFlowState }, cause);
+  }
+
+  private lastFlowState: string | undefined;
+
+  private async loadStore(): Promise<void> {
+    const key = this.resolved.storeKey;
+    try {
+      const [tokens, client, discovery] = await Promise.all([
+        this.store.get(key, 'tokens'),
+        this.store.get(key, 'client'),
+        this.store.get(key, 'discovery'),
+      ]);
+      this.send({ type: 'store.loaded', tokens, client, discovery });
+    } finally {
+      this.isRestored = true;
+    }
+  }
+
+  // ------------------------------------------------------------------ single-flight triggers
+
+  private trigger(event: EngineEvent): Promise<void> {
+    if (this.inFlight) return this.inFlight;
+    if (!this.settled()) {
+      this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
+      return this.inFlight;
+    }
+    this.inFlight = this.runTrigger(event).finally(() => (this.inFlight = undefined));
+    return this.inFlight;
+  }
+
+  private async runTrigger(event: EngineEvent): Promise<void> {
+    let lease: Lease | undefined;
+    if (this.store.lease) {
+      const waitMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
+      lease = await this.store.lease(this.resolved.storeKey, { ttlMs: waitMs, waitMs, signal: this.lifetime.signal });
+    }
+    try {
+      if (lease) await this.adoptNewerRecords();
+      this.send({ ...event, ...('at' in event ? { at: this.clock() } : {}) } as EngineEvent);
+      await this.settleOrThrow();
+    } finally {
+      // What this flow stored must be visible before another process may start its own.
+      await this.drainSaves();
+      await lease?.release().catch(() => undefined);
+    }
+  }
+
+  /** Under the lease: a sibling may have refreshed or signed in while we waited. */
+  private async adoptNewerRecords(): Promise<void> {
+    const key = this.resolved.storeKey;
+    const tokens = await this.store.get(key, 'tokens');
+    const known = this.actor.getSnapshot().context.generations.tokens;
+    if (tokens && tokens.generation !== known) {
+      const [client, discovery] = await Promise.all([this.store.get(key, 'client'), this.store.get(key, 'discovery')]);
+      this.send({ type: 'store.loaded', tokens, client, discovery });
+    }
+  }
+
+  // ------------------------------------------------------------------ effects
+
+  private perform(effect: EngineEffect): void {
+    if (this.closed) return;
+    switch (effect.type) {
+      case 'http.request':
+        this.lastFlowState = this.state;
+        void this.performHttp(effect.request);
+        return;
+      case 'redirect.prepare':
+        void this.prepareRedirect(effect.preferredRedirectUri, effect.fixed);
+        return;
+      case 'random.needed':
+        void authorizationEntropy(this.randomBytes).then((entropy) => this.send({ type: 'random', ...entropy }));
+        return;
+      case 'browser.open':
+        this.openAuthorization(effect.url, effect.redirectUri);
+        return;
+      case 'store.save':
+        this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value));
+        return;
+      case 'store.clear':
+        this.queueStoreWrite(effect.kind, async () => {
+          await this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration });
+        });
+        return;
+      case 'flow.failed':
+        this.lastFlowState = this.lastFlowState ?? this.state;
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async performHttp(request: HttpRequest): Promise<void> {
+    let policy: NetworkPolicy;
+    try {
+      policy = await this.policy;
+    } catch (error) {
+      this.lastNetworkCause = error;
+      this.send({ type: 'http.failed', id: request.id, reason: 'network', message: 'network policy unavailable', at: this.clock() });
+      return;
+    }
+    this.oauthAgent ??= createOAuthAgent(policy, this.resolved.deadlines.connectMs);
+    const outcome = await performOAuthRequest(request, {
+      dispatcher: this.oauthAgent,
+      deadlineMs: this.resolved.deadlines.oauthRequestMs,
+      maxBodyBytes: this.resolved.maxBodyBytes,
+      maxRedirects: 3,
+      checkTarget: policy.checkTarget,
+      signal: this.lifetime.signal,
+    });
+    if (outcome.ok) {
+      this.send({ type: 'http.response', id: request.id, ...outcome.response, at: this.clock() });
+    } else {
+      this.networkCauses.set(request.id, outcome.cause);
+      this.lastNetworkCause = outcome.cause;
+      this.send({ type: 'http.failed', id: request.id, reason: outcome.reason, message: outcome.message, at: this.clock() });
+    }
+  }
+
+  private async prepareRedirect(preferred: string | undefined, fixed: boolean): Promise<void> {
+    const redirect = this.resolved.redirect;
+    if (redirect.kind === 'fixed') {
+      this.send({ type: 'redirect.ready', redirectUri: redirect.uri });
+      return;
+    }
+    if (this.callbackServer && (preferred === undefined || preferred === this.callbackServer.redirectUri)) {
+      this.send({ type: 'redirect.ready', redirectUri: this.callbackServer.redirectUri });
+      return;
+    }
+    const remembered = rememberedPort(preferred, redirect);
+    const ports = remembered === undefined ? [redirect.port] : fixed ? [remembered] : [remembered, redirect.port];
+    let lastError: unknown;
+    for (const port of ports) {
+      try {
+        await this.callbackServer?.close();
+        this.callbackServer = await startLoopbackCallbackServer({
+          host: redirect.host,
+          port,
+          path: redirect.path,
+          onCallback: (params) => this.handleCallback(params),
+        });
+        this.send({ type: 'redirect.ready', redirectUri: this.callbackServer.redirectUri });
+        return;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    const code = lastError instanceof OAuthFlowError ? lastError.code : 'callback.port_unavailable';
+    this.send({
+      type: 'redirect.failed',
+      error: flowError('flow', code, `cannot listen for the authorization response on ${preferred ?? loopbackUri(redirect, redirect.port)}`),
+    });
+  }
+
+  private openAuthorization(url: string, redirectUri: string): void {
+    this.armCallbackDeadline();
+    const interaction = new AbortController();
+    this.interaction = interaction;
+    Promise.resolve()
+      .then(() => this.opener(url, { redirectUri, signal: interaction.signal }))
+      .then(
+        (params) => {
+          if (params instanceof URLSearchParams && !interaction.signal.aborted) this.handleCallback(params);
+        },
+        (error: unknown) => {
+          if (interaction.signal.aborted) return;
+          const code = error instanceof OAuthFlowError ? error.code : 'interaction.failed';
+          const message = error instanceof OAuthFlowError ? error.message : 'the authorization URL could not be opened';
+          this.send({ type: 'interaction.failed', error: flowError('flow', code, message) });
+        },
+      );
+  }
+
+  private armCallbackDeadline(): void {
+    this.disarmCallbackDeadline();
+    this.callbackTimer = setTimeout(() => this.send({ type: 'timeout', id: 'callback' }), this.resolved.deadlines.callbackMs);
+    this.callbackTimer.unref?.();
+  }
+
+  private disarmCallbackDeadline(): void {
+    if (this.callbackTimer) clearTimeout(this.callbackTimer);
+    this.callbackTimer = undefined;
+  }
+
+  handleCallback(params: URLSearchParams | Record<string, string | string[]>): 'accepted' | 'rejected' {
+    if (!this.actor.getSnapshot().hasTag('waiting')) return 'rejected';
+    this.send({ type: 'callback', params: callbackParams(params), at: this.clock() });
+    return this.actor.getSnapshot().hasTag('waiting') ? 'rejected' : 'accepted';
+  }
+
+  // ------------------------------------------------------------------ store writes
+
+  private queueStoreWrite(kind: RecordKind, write: () => Promise<void>): void {
+    const previous = this.saves.get(kind) ?? Promise.resolve();
+    const next = previous.then(write).catch((error: unknown) => {
+      // Tokens stay usable in memory; the failure is visible in the trace, never silently dropped.
+      const notice = { code: 'store.write_failed', message: error instanceof Error ? `${kind}: ${error.message}` : `${kind}: write failed` };
+      this.recorder.effect(this.clock(), this.state, { type: 'notice', notice });
+    });
+    this.saves.set(kind, next);
+  }
+
+  /**
+   * Compare-and-swap on the generation this session last saw. On a conflict the record just
+   * obtained is the newest (it came from the server after the other write), so it is written over
+   * the current generation once; a deletion, by contrast, never overrides (compare-and-delete).
+   */
+  private async save(kind: RecordKind, value: RecordTypes[RecordKind]): Promise<void> {
+    const key = this.resolved.storeKey;
+    const known = this.actor.getSnapshot().context.generations[kind];
+    let result = await this.store.set(key, kind, value, { ifGeneration: known });
+    if (!result.ok) result = await this.store.set(key, kind, value, { ifGeneration: result.current?.generation ?? 0 });
+    if (result.ok) this.send({ type: 'store.saved', kind, generation: result.generation });
+    else throw new Error('the record changed twice while saving');
+  }
+
+  private async drainSaves(): Promise<void> {
+    await Promise.all([...this.saves.values()]);
+  }
+
+  // ------------------------------------------------------------------ the request path
+
+  /** The hot path: a valid token in the snapshot is used at once, without the machine. */
+  private currentAuthorization(): Authorization | undefined {
+    if (!this.isRestored) return undefined;
+    const snapshot = this.actor.getSnapshot();
+    const tokens = snapshot.context.tokens;
+    if (!tokens) return snapshot.hasTag('settled') ? { header: undefined, version: null } : undefined;
+    if (needsRefresh(tokens, this.clock(), this.resolved.config.policy.refreshSkewMs)) return undefined;
+    return { header: `Bearer ${tokens.access_token}`, version: snapshot.context.tokenVersion };
+  }
+
+  private async authorization(): Promise<Authorization> {
+    for (let round = 0; round < MAX_ATTEMPTS; round++) {
+      const current = this.currentAuthorization();
+      if (current) return current;
+      await this.restored;
+      if (this.currentAuthorization()) continue;
+      // Expired (or a flow is running): one refresh or flow for everybody, then look again.
+      await this.trigger({ type: 'token.check', at: this.clock() });
+    }
+    throw new OAuthFlowError({ code: 'flow.no_token', message: 'no usable access token after refreshing' });
+  }
+
+  /**
+   * One caller request: send, and on a 401 or a 403 `insufficient_scope` let the machine recover
+   * (replay with a newer token, refresh, authorize, step up), then replay. Bounded per request.
+   */
+  private async authorized<R>(send: (authorization: string | undefined) => Promise<R>, challengeOf: (response: R) => Challenge | undefined, release: (response: R) => Promise<void>): Promise<R> {
+    let authorizations = 0;
+    let response: R | undefined;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const { header, version } = await this.authorization();
+      response = await send(header);
+      const challenge = challengeOf(response);
+      if (!challenge || attempt === MAX_ATTEMPTS - 1) return response;
+      const snapshot = this.actor.getSnapshot();
+      // One full authorization per failing request: a 401 to its fresh token is final.
+      if (challenge.status === 401 && authorizations > 0 && version === snapshot.context.tokenVersion) {
+        await release(response);
+        throw new OAuthFlowError({ code: 'flow.rejected_after_authorization', message: 'the server rejected the token a fresh authorization just issued', status: 401 });
+      }
+      await release(response);
+      const before = snapshot.context.authorizationCount;
+      await this.trigger({
+        type: 'unauthorized',
+        status: challenge.status,
+        wwwAuthenticate: challenge.wwwAuthenticate,
+        tokenVersion: version,
+        authorizations,
+        at: this.clock(),
+      });
+      authorizations += this.actor.getSnapshot().context.authorizationCount - before;
+    }
+    return response as R;
+  }
+
+  readonly fetch: OAuthSession['fetch'] = async (input, init) => {
+    const parts = await requestParts(input, init);
+    const target = this.resolved.config.serverUrl;
+    if (!sameOrigin(parts.url, target)) {
+      // The token never leaves the MCP server's origin; other requests pass through untouched.
+      return undiciFetch(parts.url, { ...parts.init, dispatcher: this.mcpDispatcher }) as unknown as Response;
+    }
+    const response = await this.authorized(
+      (authorization) => this.sendFetch(parts, authorization),
+      (res) => challengeFrom(res.status, res.headers.get('www-authenticate') ?? undefined),
+      async (res) => {
+        await res.body?.cancel().catch(() => undefined);
+      },
+    );
+    return response as unknown as Response;
+  };
+
+  private async sendFetch(parts: RequestParts, authorization: string | undefined): Promise<import('undici').Response> {
+    let url = parts.url;
+    let method = parts.init.method ?? 'GET';
+    let body = parts.init.body;
+    for (let hop = 0; ; hop++) {
+      const headers = new Headers(parts.init.headers as HeadersInit | undefined);
+      if (authorization) headers.set('authorization', authorization);
+      const response = await undiciFetch(url, {
+        ...parts.init,
+        method,
+        headers: [...headers.entries()],
+        ...(body === undefined ? {} : { body }),
+        redirect: 'manual',
+        dispatcher: this.mcpDispatcher,
+      });
+      const location = response.headers.get('location');
+      if (!REDIRECT_STATUSES.has(response.status) || location === null || hop >= MAX_SAME_ORIGIN_REDIRECTS) return response;
+      const next = new URL(location, url).href;
+      // Credentials follow a redirect only within the MCP server's origin; otherwise the caller decides.
+      if (!sameOrigin(next, this.resolved.config.serverUrl)) return response;
+      await response.body?.cancel().catch(() => undefined);
+      if (response.status === 303 || ((response.status === 301 || response.status === 302) && method === 'POST')) {
+        method = 'GET';
+        body = undefined;
+      }
+      url = next;
+    }
+  }
+
+  interceptor(dispatch: Dispatcher['dispatch']): Dispatcher['dispatch'] {
+    return (opts, handler) => {
+      const origin = typeof opts.origin === 'string' ? opts.origin : opts.origin?.toString() ?? '';
+      if (!sameOrigin(`${origin}${opts.path}`, this.resolved.config.serverUrl)) return dispatch(opts, handler);
+      const replayable = opts.body == null || typeof opts.body === 'string' || opts.body instanceof Uint8Array;
+      const target = handler as Dispatcher.DispatchHandler;
+      const relay = new RelayController();
+      let started = false;
+      this.authorized<AttemptOutcome>(
+        (authorization) =>
+          new Promise<AttemptOutcome>((resolve) => {
+            const headers = withHeader(opts.headers, 'authorization', authorization);
+            const attempt = new AttemptHandler(target, relay, replayable, () => started, () => (started = true), resolve);
+            dispatch({ ...opts, headers }, attempt);
+          }),
+        (outcome) => (outcome.kind === 'challenge' ? outcome.challenge : undefined),
+        async () => undefined,
+      ).then(
+        (outcome) => {
+          if (outcome.kind === 'challenge') outcome.forward();
+        },
+        (error: unknown) => {
+          if (!started) {
+            started = true;
+            target.onRequestStart?.(relay, {});
+          }
+          target.onResponseError?.(relay, error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+      return true;
+    };
+  }
+
+  // ------------------------------------------------------------------ explicit operations
+
+  async authorize(): Promise<void> {
+    await this.restored;
+    const current = this.currentAuthorization();
+    if (current?.header) return;
+    if (this.actor.getSnapshot().context.tokens) {
+      await this.authorization();
+      if (this.currentAuthorization()?.header) return;
+    }
+    await this.trigger({ type: 'unauthorized', status: 401, tokenVersion: null, authorizations: 0, at: this.clock() });
+  }
+
+  async getAccessToken(): Promise<string> {
+    await this.authorize();
+    const current = this.currentAuthorization();
+    if (!current?.header) throw new OAuthFlowError({ code: 'flow.no_token', message: 'no access token is held' });
+    return current.header.slice('Bearer '.length);
+  }
+
+  persist(): unknown {
+    const snapshot = this.actor.getSnapshot();
+    if (!snapshot.hasTag('waiting') && !snapshot.hasTag('settled')) {
+      throw new OAuthFlowError({ code: 'session.busy', message: `cannot persist while a request is in flight (${this.state})` });
+    }
+    return this.actor.getPersistedSnapshot();
+  }
+
+  trace(): Trace {
+    return this.recorder.toJSON(this.resolved.config.serverUrl, this.actor.getSnapshot().context);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.send({ type: 'cancel' });
+    this.closed = true;
+    this.lifetime.abort();
+    this.disarmCallbackDeadline();
+    this.interaction?.abort();
+    for (const wake of [...this.settleWaiters]) wake();
+    await this.callbackServer?.close();
+    this.actor.stop();
+    await this.drainSaves();
+    await this.oauthAgent?.close();
+    if (this.ownsMcpDispatcher) await this.mcpDispatcher.close();
+  }
+
+  /** Keeps secrets out of `console.log(session)` and `JSON.stringify(session)`. */
+  toJSON(): Record<string, unknown> {
+    return { serverUrl: this.resolved.config.serverUrl, state: this.state };
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `OAuthSession { serverUrl: ${JSON.stringify(this.resolved.config.serverUrl)}, state: ${JSON.stringify(this.state)} }`;
+  }
+}
+
+// -------------------------------------------------------------------- helpers
+
+const defaultOpener: AuthorizationUrlOpener = async (url) => {
+  try {
+    await openSystemBrowser(url);
+  } catch (error) {
+    // No browser here: the person can still open the URL by hand while the flow waits.
+    process.stderr.write(`Open this URL to authorize:\n${url}\n`);
+    if (!(error instanceof OAuthFlowError && error.code === 'browser.unavailable')) throw error;
+  }
+};
+
+function rememberedPort(preferred: string | undefined, redirect: { host: string; path: string }): number | undefined {
+  if (preferred === undefined) return undefined;
+  const raw = splitUrl(preferred);
+  if (!raw || raw.port === '') return undefined;
+  const host = raw.host.startsWith('[') ? raw.host.slice(1, -1) : raw.host;
+  if (host !== redirect.host || raw.path !== redirect.path) return undefined;
+  const port = Number(raw.port);
+  return Number.isInteger(port) && port > 0 ? port : undefined;
+}
+
+function callbackParams(params: URLSearchParams | Record<string, string | string[]>): CallbackParams {
+  if (!(params instanceof URLSearchParams)) return { ...params };
+  const out: CallbackParams = {};
+  for (const [name, value] of params) {
+    const existing = out[name];
+    out[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+  }
+  return out;
+}
+
+function challengeFrom(status: number, wwwAuthenticate: string | undefined): Challenge | undefined {
+  if (status === 401) return { status, wwwAuthenticate };
+  if (status === 403 && readBearerChallenge(wwwAuthenticate)?.error === 'insufficient_scope') return { status, wwwAuthenticate };
+  return undefined;
+}
+
+interface RequestParts {
+  url: string;
+  init: { method?: string; headers?: Array<[string, string]>; body?: Uint8Array; signal?: AbortSignal | null; keepalive?: boolean };
+}
+
+/** Normalises fetch input (string, URL or a Request of any realm) and buffers the body for replay. */
+async function requestParts(input: string | URL | Request, init: RequestInit | undefined): Promise<RequestParts> {
+  const isRequest = typeof input === 'object' && !(input instanceof URL) && 'url' in input;
+  const url = isRequest ? (input as Request).url : input.toString();
+  const method = init?.method ?? (isRequest ? (input as Request).method : 'GET');
+  const headers = new Headers(isRequest ? (input as Request).headers : undefined);
+  if (init?.headers) for (const [name, value] of new Headers(init.headers)) headers.set(name, value);
+  let body: Uint8Array | undefined;
+  if (init?.body !== undefined && init.body !== null) {
+    const buffered = new Response(init.body as BodyInit);
+    body = new Uint8Array(await buffered.arrayBuffer());
+    const type = buffered.headers.get('content-type');
+    if (type && !headers.has('content-type')) headers.set('content-type', type);
+  } else if (isRequest && (input as Request).body) {
+    body = new Uint8Array(await (input as Request).clone().arrayBuffer());
+  }
+  const signal = init?.signal ?? (isRequest ? (input as Request).signal : undefined);
+  return {
+    url,
+    init: {
+      method,
+      headers: [...headers.entries()],
+      ...(body === undefined ? {} : { body }),
+      ...(signal ? { signal } : {}),
+    },
+  };
+}
+
+function withHeader(headers: Dispatcher.DispatchOptions['headers'], name: string, value: string | undefined): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  if (Array.isArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) out[String(headers[i]).toLowerCase()] = String(headers[i + 1]);
+  } else if (headers && typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    for (const [k, v] of headers as Iterable<[string, string]>) out[k.toLowerCase()] = v;
+  } else if (headers) {
+    for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k.toLowerCase()] = v as string | string[];
+  }
+  if (value === undefined) delete out[name];
+  else out[name] = value;
+  return out;
+}
+
+type AttemptOutcome = { kind: 'forwarded' } | { kind: 'challenge'; challenge: Challenge; forward: () => void };
+
+/** One controller the caller keeps across attempts, pointing at the live request. */
+class RelayController implements Dispatcher.DispatchController {
+  target: Dispatcher.DispatchController | undefined;
+  get aborted() {
+    return this.target?.aborted ?? false;
+  }
+  get paused() {
+    return this.target?.paused ?? false;
+  }
+  get reason() {
+    return this.target?.reason ?? null;
+  }
+  abort(reason: Error) {
+    this.target?.abort(reason);
+  }
+  pause() {
+    this.target?.pause();
+  }
+  resume() {
+    this.target?.resume();
+  }
+}
+
+/**
+ * Forwards a response to the caller's handler, except a 401 or a 403 `insufficient_scope` on a
+ * replayable request: that one is swallowed and reported, so the request can be sent again.
+ */
+class AttemptHandler implements Dispatcher.DispatchHandler {
+  private swallowed: { status: number; headers: Record<string, string | string[] | undefined> } | undefined;
+  private settledOutcome = false;
+
+  constructor(
+    private readonly target: Dispatcher.DispatchHandler,
+    private readonly relay: RelayController,
+    private readonly replayable: boolean,
+    private readonly started: () => boolean,
+    private readonly markStarted: () => void,
+    private readonly resolve: (outcome: AttemptOutcome) => void,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.relay.target = controller;
+    if (!this.started()) {
+      this.markStarted();
+      this.target.onRequestStart?.(this.relay, context);
+    }
+  }
+
+  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, socket: import('node:stream').Duplex): void {
+    this.target.onRequestUpgrade?.(this.relay, statusCode, headers as never, socket);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    const www = headers['www-authenticate'];
+    const challenge = challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www);
+    if (challenge && this.replayable) {
+      this.swallowed = { status: statusCode, headers };
+      return;
+    }
+    this.target.onResponseStart?.(this.relay, statusCode, headers as never, statusMessage);
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.swallowed) this.target.onResponseData?.(this.relay, chunk);
+  }
+
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    if (this.settledOutcome) return;
+    this.settledOutcome = true;
+    const swallowed = this.swallowed;
+    if (swallowed) {
+      const www = swallowed.headers['www-authenticate'];
+      const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
+      this.resolve({
+        kind: 'challenge',
+        challenge: { status: swallowed.status, wwwAuthenticate },
+        // When the attempts are spent the caller still receives the final challenge as it came.
+        forward: () => {
+          this.target.onResponseStart?.(this.relay, swallowed.status, swallowed.headers as never, '');
+          this.target.onResponseEnd?.(this.relay, trailers as never);
+        },
+      });
+      return;
+    }
+    this.target.onResponseEnd?.(this.relay, trailers as never);
+    this.resolve({ kind: 'forwarded' });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.settledOutcome) return;
+    this.settledOutcome = true;
+    this.target.onResponseError?.(this.relay, error);
+    this.resolve({ kind: 'forwarded' });
+  }
+}

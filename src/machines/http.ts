@@ -1,0 +1,52 @@
+/** HTTP as plain data: what the machine asks for and what the adapter reports back. */
+
+export type OAuthStep = 'prm' | 'asm' | 'registration' | 'token' | 'refresh' | 'revocation';
+
+export interface HttpRequest {
+  id: string;
+  step: OAuthStep;
+  method: 'GET' | 'POST';
+  url: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+export interface HttpResponseData {
+  status: number;
+  /** Lower-cased names. */
+  headers: Record<string, string>;
+  /** The body as text, already size-capped by the adapter. */
+  body: string;
+}
+
+export type Result<T, E> = { ok: true; value: T } | { ok: false; error: E };
+
+export const ok = <T>(value: T): { ok: true; value: T } => ({ ok: true, value });
+export const err = <E>(error: E): { ok: false; error: E } => ({ ok: false, error });
+
+/** Metadata bodies: parse first, content-type advisory (DESIGN policy 5). */
+export function parseJsonObject(body: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(body);
+    return value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function formEncode(params: Record<string, string | undefined>): string {
+  const form = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== undefined) form.set(name, value);
+  return form.toString();
+}
+
+/**
+ * RFC 6749 §2.3.1: client id and secret are form-urlencoded *before* Base64, which the TS SDK
+ * skips (a secret with `:` or `%` then authenticates as someone else or not at all).
+ */
+export function basicCredentials(clientId: string, clientSecret: string): string {
+  const encode = (value: string) => encodeURIComponent(value).replace(/%20/g, '+');
+  return `Basic ${btoa(`${encode(clientId)}:${encode(clientSecret)}`)}`;
+}

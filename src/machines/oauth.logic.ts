@@ -1,0 +1,344 @@
+/**
+ * Pure decisions over the machine's context: what each guard asks and what each action computes.
+ * The machine file names them; this file holds their bodies, so both read straight.
+ */
+import { flowError, type FlowErrorData } from './errors.js';
+import type { HttpRequest, HttpResponseData, Result } from './http.js';
+import type { EngineContext, EngineEvent, LastResponse } from './oauth.types.js';
+import type { AuthorizationServerMetadata, ProtectedResourceMetadata } from './schemas.js';
+import { validateAuthorizationResponse, type CallbackVerdict } from './steps/authorization.js';
+import {
+  buildMetadataRequest,
+  checkPkceSupport,
+  processAuthorizationServerMetadataResponse,
+  processResourceMetadataResponse,
+  type DiscoveryProblem,
+} from './steps/discovery.js';
+import { chooseTokenEndpointAuthMethod, clientUsable } from './steps/registration.js';
+import { addsScope, selectScope, unionScopes } from './steps/scope.js';
+import { needsRefresh, processTokenResponse } from './steps/token.js';
+import type { ClientRecord, TokenRecord } from './store.js';
+import { readBearerChallenge } from './wwwAuthenticate.js';
+import {
+  authorizationServerMetadataCandidates,
+  canonicalServerUrl,
+  clientIdMetadataUrlProblem,
+  legacyAuthorizationBase,
+  originOf,
+  protectedResourceMetadataCandidates,
+  sameOrigin,
+} from './urls.js';
+
+export function nextRequestId(context: EngineContext): { seq: number; id: string } {
+  const seq = context.seq + 1;
+  return { seq, id: `req-${seq}` };
+}
+
+export function responseOf(last: LastResponse | undefined): HttpResponseData | undefined {
+  return last?.kind === 'response' ? { status: last.status, headers: last.headers, body: last.body } : undefined;
+}
+
+export function lastResponseFrom(event: EngineEvent): LastResponse | undefined {
+  if (event.type === 'http.response') {
+    return { kind: 'response', status: event.status, headers: event.headers, body: event.body, at: event.at };
+  }
+  if (event.type === 'http.failed') return { kind: 'failed', reason: event.reason, message: event.message, at: event.at };
+  return undefined;
+}
+
+export function isPending(context: EngineContext, event: EngineEvent): boolean {
+  return (event.type === 'http.response' || event.type === 'http.failed') && event.id === context.pendingId;
+}
+
+/** A network failure of an OAuth call, as a typed error naming the step. */
+export function networkError(step: HttpRequest['step'], event: EngineEvent): FlowErrorData {
+  const reason = event.type === 'http.failed' ? event.reason : 'unknown';
+  const message = event.type === 'http.failed' ? event.message : 'request failed';
+  return flowError('network', `network.${reason}`, `${step} request failed: ${message}`);
+}
+
+// ---------------------------------------------------------------- challenge and triggers
+
+export function challengeFrom(event: EngineEvent): EngineContext['challenge'] {
+  if (event.type !== 'unauthorized') return undefined;
+  const bearer = readBearerChallenge(event.wwwAuthenticate);
+  if (!bearer) return {};
+  return {
+    ...(bearer.resourceMetadata === undefined ? {} : { resourceMetadata: bearer.resourceMetadata }),
+    ...(bearer.scope === undefined ? {} : { scope: bearer.scope }),
+    ...(bearer.error === undefined ? {} : { error: bearer.error }),
+  };
+}
+
+export function isInsufficientScope(event: EngineEvent): boolean {
+  return event.type === 'unauthorized' && event.status === 403 && challengeFrom(event)?.error === 'insufficient_scope';
+}
+
+/** The rejected request carried an older token (or none) than the one now held: just replay it. */
+export function requestUsedStaleToken(context: EngineContext, event: EngineEvent): boolean {
+  return event.type === 'unauthorized' && context.tokens !== undefined && event.tokenVersion !== context.tokenVersion;
+}
+
+export function authorizationBudgetSpent(context: EngineContext, event: EngineEvent): boolean {
+  return event.type === 'unauthorized' && event.authorizations >= context.config.policy.maxAuthorizations;
+}
+
+export function tokenFresh(context: EngineContext, event: EngineEvent): boolean {
+  return (
+    event.type === 'token.check' &&
+    context.tokens !== undefined &&
+    !needsRefresh(context.tokens, event.at, context.config.policy.refreshSkewMs)
+  );
+}
+
+/** A refresh needs the refresh token, where to send it and who to be, all bound to one issuer. */
+export function canRefresh(context: EngineContext): boolean {
+  const { tokens, discovery, client } = context;
+  return (
+    tokens?.refresh_token !== undefined &&
+    discovery !== undefined &&
+    discovery.issuer === tokens.issuer &&
+    client !== undefined &&
+    client.issuer === tokens.issuer
+  );
+}
+
+// ---------------------------------------------------------------- protected resource metadata
+
+/** DESIGN policy 2: a `resource_metadata` on another origin is not fetched unless allow-listed. */
+export function prmCandidatesFor(context: EngineContext, challenge: EngineContext['challenge']): EngineContext['prmCandidates'] {
+  const { serverUrl, policy } = context.config;
+  const header = challenge?.resourceMetadata;
+  const headerAllowed =
+    header !== undefined &&
+    (sameOrigin(header, serverUrl) || policy.allowedMetadataOrigins.some((origin) => sameOrigin(origin, header)));
+  return protectedResourceMetadataCandidates(serverUrl, headerAllowed ? header : undefined);
+}
+
+export function prmRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const candidate = context.prmCandidates[context.prmIndex];
+  return candidate && buildMetadataRequest(id, 'prm', candidate.url, context.config.protocolVersion);
+}
+
+export function prmOutcome(context: EngineContext): Result<ProtectedResourceMetadata, DiscoveryProblem> {
+  const candidate = context.prmCandidates[context.prmIndex];
+  const response = responseOf(context.lastResponse);
+  if (!candidate || !response) {
+    return { ok: false, error: { fatal: false, error: flowError('flow', 'prm.unreachable', context.lastResponse?.kind === 'failed' ? context.lastResponse.message : 'no response') } };
+  }
+  return processResourceMetadataResponse(response, candidate, context.config.policy.resourceMatch);
+}
+
+export function morePrmCandidates(context: EngineContext): boolean {
+  return context.prmIndex + 1 < context.prmCandidates.length;
+}
+
+/** DESIGN "multiple authorization servers": prefer one this client already holds credentials for. */
+export function chooseIssuer(context: EngineContext, prm: ProtectedResourceMetadata): string {
+  const bound = [context.tokens?.issuer, context.client?.issuer, context.config.preregistered?.issuer];
+  return prm.authorization_servers.find((issuer) => bound.includes(issuer)) ?? (prm.authorization_servers[0] as string);
+}
+
+// ---------------------------------------------------------------- authorization server metadata
+
+export function asmCandidatesFor(issuer: string): EngineContext['asmCandidates'] {
+  return authorizationServerMetadataCandidates(issuer);
+}
+
+export function legacyCandidates(context: EngineContext): { issuer: string; candidates: EngineContext['asmCandidates'] } {
+  const base = legacyAuthorizationBase(context.config.serverUrl);
+  return { issuer: base.issuer, candidates: base.candidates };
+}
+
+export function asmRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const candidate = context.asmCandidates[context.asmIndex];
+  return candidate && buildMetadataRequest(id, 'asm', candidate.url, context.config.protocolVersion);
+}
+
+export function asmOutcome(context: EngineContext): Result<AuthorizationServerMetadata, DiscoveryProblem> {
+  const candidate = context.asmCandidates[context.asmIndex];
+  const response = responseOf(context.lastResponse);
+  if (!candidate || !response || context.issuer === undefined) {
+    return { ok: false, error: { fatal: false, error: flowError('flow', 'asm.unreachable', context.lastResponse?.kind === 'failed' ? context.lastResponse.message : 'no response') } };
+  }
+  const outcome = processAuthorizationServerMetadataResponse(response, candidate, {
+    issuer: context.issuer,
+    ...(context.legacy ? { legacyServerOrigin: originOf(context.config.serverUrl) } : {}),
+  });
+  if (!outcome.ok) return outcome;
+  const pkce = checkPkceSupport(outcome.value, {
+    quirkIssuers: context.config.policy.pkceQuirkIssuers,
+    allowUnadvertised: context.config.policy.allowUnadvertisedPkce,
+  });
+  return pkce.ok ? outcome : { ok: false, error: { fatal: true, error: pkce.error } };
+}
+
+export function pkceNotice(context: EngineContext): string | undefined {
+  const verdict = checkPkceSupport(context.asm, {
+    quirkIssuers: context.config.policy.pkceQuirkIssuers,
+    allowUnadvertised: context.config.policy.allowUnadvertisedPkce,
+  });
+  return verdict.ok ? verdict.notice : undefined;
+}
+
+export function moreAsmCandidates(context: EngineContext): boolean {
+  return context.asmIndex + 1 < context.asmCandidates.length;
+}
+
+/** 2025-03-26 defaults when the server origin publishes no metadata at all. */
+export function legacyDefaultMetadata(context: EngineContext): AuthorizationServerMetadata {
+  const base = legacyAuthorizationBase(context.config.serverUrl);
+  return {
+    issuer: base.issuer,
+    authorization_endpoint: base.authorizationEndpoint,
+    token_endpoint: base.tokenEndpoint,
+    registration_endpoint: base.registrationEndpoint,
+  };
+}
+
+/** Without PRM the canonical server URL is the resource; with it, the PRM's string verbatim. */
+export function resourceFor(context: EngineContext): string {
+  return context.prm?.resource ?? canonicalServerUrl(context.config.serverUrl);
+}
+
+// ---------------------------------------------------------------- scope
+
+export function wantsRefreshTokens(context: EngineContext): boolean {
+  const grants = context.config.clientMetadata.grant_types;
+  return grants === undefined || grants.includes('refresh_token');
+}
+
+export function scopeForFlow(context: EngineContext): string | undefined {
+  const selected = selectScope({
+    ...(context.challenge?.scope === undefined ? {} : { challengeScope: context.challenge.scope }),
+    ...(context.prm?.scopes_supported === undefined ? {} : { prmScopesSupported: context.prm.scopes_supported }),
+    ...(context.asm?.scopes_supported === undefined ? {} : { asScopesSupported: context.asm.scopes_supported }),
+    wantsRefreshTokens: wantsRefreshTokens(context),
+  });
+  return unionScopes(context.scopeFloor, selected ?? context.config.clientMetadata.scope);
+}
+
+/** SEP-2350: held ∪ requested ∪ challenged. */
+export function stepUpScope(context: EngineContext, event: EngineEvent): string | undefined {
+  return unionScopes(context.tokens?.scope, context.requestedScope, challengeFrom(event)?.scope);
+}
+
+/** DESIGN policy 9: a 403 whose union adds nothing to what is granted is final. */
+export function stepUpAddsNothing(context: EngineContext, event: EngineEvent): boolean {
+  return !addsScope(stepUpScope(context, event), context.tokens?.scope);
+}
+
+// ---------------------------------------------------------------- client identity
+
+export type ClientPlan = 'stored' | 'preregistered' | 'preregisteredElsewhere' | 'cimd' | 'dynamic' | 'none';
+
+export function planClient(context: EngineContext, redirectUri: string | undefined): ClientPlan {
+  const issuer = context.issuer;
+  if (issuer === undefined) return 'none';
+  const pre = context.config.preregistered;
+  if (clientUsable(context.client, issuer, redirectUri, context.now) && (pre === undefined || context.client?.client_id === pre.client_id)) {
+    return 'stored';
+  }
+  if (pre) {
+    const bound = pre.issuer ?? (context.client?.client_id === pre.client_id ? context.client.issuer : undefined);
+    return bound === undefined || bound === issuer ? 'preregistered' : 'preregisteredElsewhere';
+  }
+  const cimd = context.config.clientMetadataUrl;
+  if (cimd !== undefined && clientIdMetadataUrlProblem(cimd) === undefined && context.asm?.client_id_metadata_document_supported === true) {
+    return 'cimd';
+  }
+  return context.asm?.registration_endpoint !== undefined ? 'dynamic' : 'none';
+}
+
+/** The loopback port to ask for first: the one registered with the identity we expect to use (DESIGN policy 12). */
+export function preferredRedirect(context: EngineContext): { preferredRedirectUri?: string; fixed: boolean } {
+  const plan = planClient(context, undefined);
+  const preferred =
+    plan === 'stored'
+      ? context.client?.redirect_uris[0]
+      : plan === 'preregistered'
+        ? context.config.preregistered?.redirect_uris[0]
+        : context.config.clientMetadata.redirect_uris?.[0];
+  const fixed = plan === 'preregistered' || plan === 'cimd' || (plan === 'stored' && context.client?.source !== 'dynamic');
+  return { ...(preferred === undefined ? {} : { preferredRedirectUri: preferred }), fixed };
+}
+
+export function fixedRedirectMismatch(context: EngineContext): boolean {
+  const plan = planClient(context, context.redirectUri);
+  const uri = context.redirectUri;
+  if (uri === undefined) return true;
+  if (plan === 'preregistered') return !(context.config.preregistered?.redirect_uris.includes(uri) ?? false);
+  if (plan === 'cimd') return !(context.config.clientMetadata.redirect_uris?.includes(uri) ?? false);
+  return false;
+}
+
+export function preregisteredRecord(context: EngineContext): ClientRecord | undefined {
+  const pre = context.config.preregistered;
+  if (!pre || context.issuer === undefined) return undefined;
+  return {
+    client_id: pre.client_id,
+    ...(pre.client_secret === undefined ? {} : { client_secret: pre.client_secret }),
+    token_endpoint_auth_method: pre.token_endpoint_auth_method,
+    redirect_uris: pre.redirect_uris,
+    issuer: context.issuer,
+    source: 'preregistered',
+  };
+}
+
+export function cimdRecord(context: EngineContext): ClientRecord | undefined {
+  const url = context.config.clientMetadataUrl;
+  if (url === undefined || context.issuer === undefined) return undefined;
+  return {
+    client_id: url,
+    token_endpoint_auth_method: 'none',
+    redirect_uris: context.config.clientMetadata.redirect_uris ?? [],
+    issuer: context.issuer,
+    source: 'cimd',
+  };
+}
+
+export function registrationAuthMethod(context: EngineContext): ClientRecord['token_endpoint_auth_method'] {
+  return chooseTokenEndpointAuthMethod(context.config.clientMetadata.token_endpoint_auth_method, context.asm?.token_endpoint_auth_methods_supported);
+}
+
+// ---------------------------------------------------------------- callback and tokens
+
+export function callbackVerdict(context: EngineContext): CallbackVerdict {
+  const transaction = context.transaction;
+  if (!transaction || !context.lastCallback) return { kind: 'ignore', reason: 'state_missing' };
+  return validateAuthorizationResponse(context.lastCallback, {
+    state: transaction.state,
+    issuer: transaction.issuer,
+    issAdvertised: transaction.issAdvertised,
+  });
+}
+
+export function tokenOutcome(context: EngineContext, event: EngineEvent, previous?: TokenRecord): Result<TokenRecord, FlowErrorData> {
+  if (event.type !== 'http.response') {
+    return { ok: false, error: flowError('token', 'token.no_response', 'no token response') };
+  }
+  const issuer = previous?.issuer ?? context.transaction?.issuer ?? context.issuer ?? '';
+  const resource = previous?.resource ?? context.transaction?.resource ?? resourceFor(context);
+  const requestedScope = previous ? undefined : context.transaction?.scope;
+  return processTokenResponse(event, {
+    at: event.at,
+    issuer,
+    resource,
+    ...(requestedScope === undefined ? {} : { requestedScope }),
+    ...(previous === undefined ? {} : { previous }),
+    minLifetimeSeconds: context.config.policy.minTokenLifetimeSeconds,
+    maxLifetimeSeconds: context.config.policy.maxTokenLifetimeSeconds,
+  });
+}
+
+/** `invalid_grant` and its kin mean the refresh token is dead: forget that generation, authorize anew. */
+export function refreshRejectedGrant(context: EngineContext, event: EngineEvent): boolean {
+  const outcome = tokenOutcome(context, event, context.tokens);
+  return !outcome.ok && (outcome.error.oauthError === 'invalid_grant' || outcome.error.oauthError === 'invalid_token');
+}
+
+/** The client identity itself is dead (an expired DCR secret, a deleted client): re-register. */
+export function refreshRejectedClient(context: EngineContext, event: EngineEvent): boolean {
+  const outcome = tokenOutcome(context, event, context.tokens);
+  return !outcome.ok && (outcome.error.oauthError === 'invalid_client' || outcome.error.oauthError === 'unauthorized_client');
+}

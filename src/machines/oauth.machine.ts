@@ -1,0 +1,729 @@
+/**
+ * The MCP authorization statechart. Every OAuth step is a state; the machine performs no I/O: it
+ * emits effects (`http.request`, `browser.open`, `store.save` …) and waits for the events that
+ * answer them. Guards and actions are named here and implemented in `oauth.logic.ts` and `steps/`.
+ */
+import { and, assign, emit, enqueueActions, raise, setup } from 'xstate';
+import { flowError, type FlowErrorData } from './errors.js';
+import * as logic from './oauth.logic.js';
+import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
+import { buildAuthorizationUrl } from './steps/authorization.js';
+import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
+import { buildCodeExchangeRequest, buildRefreshRequest } from './steps/token.js';
+import type { DiscoveryRecord } from './store.js';
+
+function initialContext(input: EngineInput): EngineContext {
+  return {
+    config: input,
+    seq: 0,
+    now: 0,
+    tokenVersion: 0,
+    generations: { tokens: 0, client: 0, discovery: 0 },
+    prmCandidates: [],
+    prmIndex: 0,
+    legacy: false,
+    asmCandidates: [],
+    asmIndex: 0,
+    rejectedCallbacks: 0,
+    authorizationCount: 0,
+    operationAuthorizations: 0,
+    notices: [],
+  };
+}
+
+function problemOf(outcome: { ok: boolean; error?: { fatal: boolean; error: FlowErrorData } }): FlowErrorData | undefined {
+  return outcome.ok ? undefined : outcome.error?.error;
+}
+
+export const oauthMachine = setup({
+  types: {
+    context: {} as EngineContext,
+    events: {} as EngineEvent,
+    emitted: {} as EngineEffect,
+    input: {} as EngineInput,
+  },
+  guards: {
+    isPending: ({ context, event }) => logic.isPending(context, event),
+    loadedTokens: ({ event }) => event.type === 'store.loaded' && event.tokens !== undefined,
+    hasTokens: ({ context }) => context.tokens !== undefined,
+    tokenFresh: ({ context, event }) => logic.tokenFresh(context, event),
+    canRefresh: ({ context }) => logic.canRefresh(context),
+    isInsufficientScope: ({ event }) => logic.isInsufficientScope(event),
+    requestUsedStaleToken: ({ context, event }) => logic.requestUsedStaleToken(context, event),
+    authorizationBudgetSpent: ({ context, event }) => logic.authorizationBudgetSpent(context, event),
+    stepUpAddsNothing: ({ context, event }) => logic.stepUpAddsNothing(context, event),
+    metadataKnown: ({ context }) => context.asm !== undefined && context.issuer !== undefined,
+
+    prmUsable: ({ context }) => logic.prmOutcome(context).ok,
+    prmFatal: ({ context }) => {
+      const outcome = logic.prmOutcome(context);
+      return !outcome.ok && outcome.error.fatal;
+    },
+    morePrmCandidates: ({ context }) => logic.morePrmCandidates(context),
+    legacyFallbackAllowed: ({ context }) => context.config.policy.legacyFallback,
+
+    asmUsable: ({ context }) => logic.asmOutcome(context).ok,
+    asmFatal: ({ context }) => {
+      const outcome = logic.asmOutcome(context);
+      return !outcome.ok && outcome.error.fatal;
+    },
+    moreAsmCandidates: ({ context }) => logic.moreAsmCandidates(context),
+    inLegacyMode: ({ context }) => context.legacy,
+
+    fixedRedirectUnavailable: ({ context }) => logic.fixedRedirectMismatch(context),
+    storedClientUsable: ({ context }) => logic.planClient(context, context.redirectUri) === 'stored',
+    preregisteredBoundElsewhere: ({ context }) => logic.planClient(context, context.redirectUri) === 'preregisteredElsewhere',
+    preregisteredClient: ({ context }) => logic.planClient(context, context.redirectUri) === 'preregistered',
+    clientIdMetadataDocument: ({ context }) => logic.planClient(context, context.redirectUri) === 'cimd',
+    dynamicRegistration: ({ context }) => logic.planClient(context, context.redirectUri) === 'dynamic',
+    registrationAccepted: ({ context, event }) =>
+      event.type === 'http.response' &&
+      processRegistrationResponse(event, {
+        issuer: context.issuer ?? '',
+        redirectUri: context.redirectUri ?? '',
+        requestedMethod: logic.registrationAuthMethod(context),
+      }).ok,
+
+    authorizationUrlValid: ({ context, event }) =>
+      event.type === 'random' &&
+      context.asm !== undefined &&
+      buildAuthorizationUrl({
+        authorizationEndpoint: context.asm.authorization_endpoint,
+        clientId: context.client?.client_id ?? '',
+        redirectUri: context.redirectUri ?? '',
+        codeChallenge: event.codeChallenge,
+        state: event.state,
+        resource: logic.resourceFor(context),
+      }) !== undefined,
+    callbackIgnored: ({ context }) => logic.callbackVerdict(context).kind === 'ignore',
+    callbackFailed: ({ context }) => logic.callbackVerdict(context).kind === 'fail',
+    isCallbackTimeout: ({ event }) => event.type === 'timeout' && event.id === 'callback',
+
+    tokensIssued: ({ context, event }) => logic.tokenOutcome(context, event).ok,
+    refreshSucceeded: ({ context, event }) => logic.tokenOutcome(context, event, context.tokens).ok,
+    refreshRejectedGrant: ({ context, event }) => logic.refreshRejectedGrant(context, event),
+    refreshRejectedClient: ({ context, event }) => logic.refreshRejectedClient(context, event),
+  },
+  actions: {
+    loadRecords: assign(({ context, event }) => {
+      if (event.type !== 'store.loaded') return {};
+      return {
+        tokens: event.tokens?.value,
+        client: event.client?.value,
+        discovery: event.discovery?.value,
+        tokenVersion: context.tokenVersion + 1,
+        generations: {
+          tokens: event.tokens?.generation ?? 0,
+          client: event.client?.generation ?? 0,
+          discovery: event.discovery?.generation ?? 0,
+        },
+      };
+    }),
+    recordGeneration: assign(({ context, event }) =>
+      event.type === 'store.saved' ? { generations: { ...context.generations, [event.kind]: event.generation } } : {},
+    ),
+
+    beginFlow: assign(({ context, event }) => {
+      const challenge = logic.challengeFrom(event) ?? context.challenge;
+      return {
+        challenge,
+        now: 'at' in event ? event.at : context.now,
+        operationAuthorizations: event.type === 'unauthorized' ? event.authorizations : 0,
+        prmCandidates: logic.prmCandidatesFor(context, challenge),
+        prmIndex: 0,
+        prm: undefined,
+        resourceMetadataUrl: undefined,
+        issuer: undefined,
+        legacy: false,
+        asm: undefined,
+        asmCandidates: [],
+        asmIndex: 0,
+        transaction: undefined,
+        code: undefined,
+        lastCallback: undefined,
+        error: undefined,
+      };
+    }),
+    beginStepUp: assign(({ context, event }) => ({
+      scopeFloor: logic.stepUpScope(context, event),
+      challenge: logic.challengeFrom(event),
+      now: 'at' in event ? event.at : context.now,
+      operationAuthorizations: event.type === 'unauthorized' ? event.authorizations : 0,
+      error: undefined,
+    })),
+    replayEvent: raise(({ event }) => event),
+    clearError: assign({ error: undefined }),
+
+    requestResourceMetadata: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const request = logic.prmRequest(context, id);
+      enqueue.assign({ seq, pendingId: id, lastResponse: undefined });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    recordResponse: assign(({ event }) => ({ lastResponse: logic.lastResponseFrom(event), pendingId: undefined })),
+    advanceResourceCandidate: assign(({ context }) => ({ prmIndex: context.prmIndex + 1 })),
+    acceptResourceMetadata: assign(({ context }) => {
+      const outcome = logic.prmOutcome(context);
+      if (!outcome.ok) return {};
+      const candidate = context.prmCandidates[context.prmIndex];
+      const issuer = logic.chooseIssuer(context, outcome.value);
+      return {
+        prm: outcome.value,
+        resourceMetadataUrl: candidate?.url,
+        issuer,
+        asmCandidates: logic.asmCandidatesFor(issuer),
+        asmIndex: 0,
+        lastResponse: undefined,
+      };
+    }),
+    enterLegacyMode: enqueueActions(({ context, enqueue }) => {
+      const legacy = logic.legacyCandidates(context);
+      const notice = { code: 'legacy.no_prm', message: 'no protected resource metadata: 2025-03-26 discovery at the server origin' };
+      enqueue.assign({
+        legacy: true,
+        issuer: legacy.issuer,
+        asmCandidates: legacy.candidates,
+        asmIndex: 0,
+        lastResponse: undefined,
+        notices: [...context.notices, notice],
+      });
+      enqueue.emit({ type: 'notice', notice });
+    }),
+
+    requestAuthorizationServerMetadata: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const request = logic.asmRequest(context, id);
+      enqueue.assign({ seq, pendingId: id, lastResponse: undefined });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    advanceAuthServerCandidate: assign(({ context }) => ({ asmIndex: context.asmIndex + 1 })),
+    acceptAuthServerMetadata: enqueueActions(({ context, enqueue }) => {
+      const outcome = logic.asmOutcome(context);
+      if (!outcome.ok) return;
+      const next = { ...context, asm: outcome.value, issuer: outcome.value.issuer };
+      const pkce = logic.pkceNotice(next);
+      const notices = pkce === undefined ? context.notices : [...context.notices, { code: 'pkce.exception', message: pkce }];
+      enqueue.assign({ asm: outcome.value, issuer: outcome.value.issuer, lastResponse: undefined, notices });
+      if (pkce !== undefined) enqueue.emit({ type: 'notice', notice: { code: 'pkce.exception', message: pkce } });
+    }),
+    adoptLegacyDefaults: enqueueActions(({ context, enqueue }) => {
+      const notice = { code: 'legacy.default_endpoints', message: 'no authorization server metadata: default /authorize /token /register, PKCE S256' };
+      enqueue.assign({ asm: logic.legacyDefaultMetadata(context), lastResponse: undefined, notices: [...context.notices, notice] });
+      enqueue.emit({ type: 'notice', notice });
+    }),
+
+    selectScope: assign(({ context }) => ({ requestedScope: logic.scopeForFlow(context) })),
+
+    prepareRedirect: emit(({ context }) => ({ type: 'redirect.prepare' as const, ...logic.preferredRedirect(context) })),
+    assignRedirectUri: assign(({ event }) => (event.type === 'redirect.ready' ? { redirectUri: event.redirectUri } : {})),
+
+    adoptPreregisteredClient: enqueueActions(({ context, enqueue }) => {
+      const record = logic.preregisteredRecord(context);
+      if (!record) return;
+      enqueue.assign({ client: record });
+      // Trust on first use: the binding to this issuer is what later keeps the secret from another one.
+      enqueue.emit({ type: 'store.save', kind: 'client', value: record, ifGeneration: context.generations.client });
+    }),
+    adoptClientIdMetadataDocument: enqueueActions(({ context, enqueue }) => {
+      const record = logic.cimdRecord(context);
+      if (!record) return;
+      enqueue.assign({ client: record });
+      enqueue.emit({ type: 'store.save', kind: 'client', value: record, ifGeneration: context.generations.client });
+    }),
+    requestRegistration: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const endpoint = context.asm?.registration_endpoint;
+      enqueue.assign({ seq, pendingId: id });
+      if (endpoint === undefined || context.redirectUri === undefined) return;
+      const { redirect_uris: _ignored, ...metadata } = context.config.clientMetadata;
+      enqueue.emit({
+        type: 'http.request',
+        request: buildRegistrationRequest(id, {
+          endpoint,
+          metadata,
+          redirectUri: context.redirectUri,
+          ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+          authMethod: logic.registrationAuthMethod(context),
+        }),
+      });
+    }),
+    adoptRegisteredClient: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'http.response') return;
+      const outcome = processRegistrationResponse(event, {
+        issuer: context.issuer ?? '',
+        redirectUri: context.redirectUri ?? '',
+        requestedMethod: logic.registrationAuthMethod(context),
+      });
+      if (!outcome.ok) return;
+      enqueue.assign({ client: outcome.value, pendingId: undefined });
+      enqueue.emit({ type: 'store.save', kind: 'client', value: outcome.value, ifGeneration: context.generations.client });
+    }),
+
+    requestEntropy: emit({ type: 'random.needed' as const }),
+    openAuthorizationUrl: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'random' || !context.asm || !context.client || context.redirectUri === undefined || context.issuer === undefined) return;
+      const resource = logic.resourceFor(context);
+      const url = buildAuthorizationUrl({
+        authorizationEndpoint: context.asm.authorization_endpoint,
+        clientId: context.client.client_id,
+        redirectUri: context.redirectUri,
+        codeChallenge: event.codeChallenge,
+        state: event.state,
+        resource,
+        ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+      });
+      if (url === undefined) return;
+      // MCP 2026-07-28: the validated issuer is recorded with the verifier and state before redirecting.
+      enqueue.assign({
+        transaction: {
+          state: event.state,
+          codeVerifier: event.codeVerifier,
+          issuer: context.issuer,
+          issAdvertised: context.asm.authorization_response_iss_parameter_supported === true,
+          redirectUri: context.redirectUri,
+          resource,
+          ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+          clientId: context.client.client_id,
+          authorizationUrl: url,
+        },
+        authorizationCount: context.authorizationCount + 1,
+        rejectedCallbacks: 0,
+      });
+      enqueue.emit({ type: 'browser.open', url, redirectUri: context.redirectUri });
+    }),
+    recordCallback: assign(({ event }) => (event.type === 'callback' ? { lastCallback: event.params, now: event.at } : {})),
+    countRejectedCallback: assign(({ context }) => ({ rejectedCallbacks: context.rejectedCallbacks + 1, lastCallback: undefined })),
+    acceptAuthorizationCode: assign(({ context }) => {
+      const verdict = logic.callbackVerdict(context);
+      return verdict.kind === 'code' ? { code: verdict.code, lastCallback: undefined } : {};
+    }),
+
+    requestCodeExchange: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      enqueue.assign({ seq, pendingId: id });
+      const { asm, client, transaction, code } = context;
+      if (!asm || !client || !transaction || code === undefined) return;
+      enqueue.emit({
+        type: 'http.request',
+        request: buildCodeExchangeRequest(id, {
+          tokenEndpoint: asm.token_endpoint,
+          client,
+          code,
+          codeVerifier: transaction.codeVerifier,
+          redirectUri: transaction.redirectUri,
+          resource: transaction.resource,
+        }),
+      });
+    }),
+    storeIssuedTokens: enqueueActions(({ context, event, enqueue }) => {
+      const outcome = logic.tokenOutcome(context, event);
+      if (!outcome.ok || !context.asm || !context.transaction) return;
+      const discovery: DiscoveryRecord = {
+        issuer: context.transaction.issuer,
+        token_endpoint: context.asm.token_endpoint,
+        ...(context.asm.revocation_endpoint === undefined ? {} : { revocation_endpoint: context.asm.revocation_endpoint }),
+        resource: context.transaction.resource,
+        ...(context.resourceMetadataUrl === undefined ? {} : { resource_metadata_url: context.resourceMetadataUrl }),
+        legacy: context.legacy,
+      };
+      enqueue.assign({
+        tokens: outcome.value,
+        tokenVersion: context.tokenVersion + 1,
+        discovery,
+        pendingId: undefined,
+        // The code and verifier are single-use: nothing of the transaction outlives the exchange.
+        transaction: undefined,
+        code: undefined,
+        scopeFloor: undefined,
+        challenge: undefined,
+      });
+      enqueue.emit({ type: 'store.save', kind: 'tokens', value: outcome.value, ifGeneration: context.generations.tokens });
+      enqueue.emit({ type: 'store.save', kind: 'discovery', value: discovery, ifGeneration: context.generations.discovery });
+    }),
+
+    requestRefresh: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      enqueue.assign({ seq, pendingId: id });
+      const { tokens, discovery, client } = context;
+      if (!tokens?.refresh_token || !discovery || !client) return;
+      enqueue.emit({
+        type: 'http.request',
+        request: buildRefreshRequest(id, {
+          tokenEndpoint: discovery.token_endpoint,
+          client,
+          refreshToken: tokens.refresh_token,
+          resource: tokens.resource,
+        }),
+      });
+    }),
+    storeRefreshedTokens: enqueueActions(({ context, event, enqueue }) => {
+      const outcome = logic.tokenOutcome(context, event, context.tokens);
+      if (!outcome.ok) return;
+      enqueue.assign({ tokens: outcome.value, tokenVersion: context.tokenVersion + 1, pendingId: undefined });
+      enqueue.emit({ type: 'store.save', kind: 'tokens', value: outcome.value, ifGeneration: context.generations.tokens });
+    }),
+    // Compare-and-delete of the generation that failed: a newer one written by a sibling survives.
+    invalidateTokens: enqueueActions(({ context, enqueue }) => {
+      enqueue.assign({ tokens: undefined, tokenVersion: context.tokenVersion + 1, pendingId: undefined });
+      if (context.generations.tokens > 0) enqueue.emit({ type: 'store.clear', kind: 'tokens', ifGeneration: context.generations.tokens });
+    }),
+    invalidateClient: enqueueActions(({ context, enqueue }) => {
+      enqueue.assign({ client: undefined });
+      if (context.generations.client > 0) enqueue.emit({ type: 'store.clear', kind: 'client', ifGeneration: context.generations.client });
+    }),
+
+    announceDone: emit({ type: 'flow.done' as const }),
+    fail: enqueueActions(({ context, event, enqueue }, params: { error: FlowErrorData }) => {
+      enqueue.assign({ error: params.error, pendingId: undefined, transaction: undefined, code: undefined, lastResponse: undefined });
+      enqueue.emit({ type: 'flow.failed', error: params.error });
+      void context;
+      void event;
+    }),
+  },
+}).createMachine({
+  id: 'oauth',
+  initial: 'restoring',
+  context: ({ input }) => initialContext(input),
+  on: {
+    'store.saved': { actions: 'recordGeneration' },
+  },
+  states: {
+    restoring: {
+      on: {
+        'store.loaded': [
+          { guard: 'loadedTokens', target: 'ready.authorized', actions: 'loadRecords' },
+          { target: 'ready.unauthenticated', actions: 'loadRecords' },
+        ],
+      },
+    },
+
+    ready: {
+      tags: ['settled'],
+      initial: 'unauthenticated',
+      on: {
+        // Another process refreshed or signed in while we waited for the lease: adopt its records.
+        'store.loaded': [
+          { guard: 'loadedTokens', target: '.authorized', actions: 'loadRecords' },
+          { target: '.unauthenticated', actions: 'loadRecords' },
+        ],
+      },
+      states: {
+        authorized: {
+          on: {
+            'token.check': [
+              { guard: 'tokenFresh' },
+              { guard: 'canRefresh', target: '#oauth.refreshing' },
+              { target: '#oauth.flow', actions: 'beginFlow' },
+            ],
+            unauthorized: [
+              { guard: 'requestUsedStaleToken' },
+              { guard: 'authorizationBudgetSpent', target: '#oauth.failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.authorization_limit', 'authorization attempts for this request are spent') } } },
+              { guard: and(['isInsufficientScope', 'stepUpAddsNothing']), target: '#oauth.failed', actions: { type: 'fail', params: { error: flowError('flow', 'scope.insufficient', 'the server demands scope already granted; re-authorizing would not help') } } },
+              { guard: 'isInsufficientScope', target: '#oauth.stepUp', actions: 'beginStepUp' },
+              { guard: 'canRefresh', target: '#oauth.refreshing' },
+              { target: '#oauth.flow', actions: 'beginFlow' },
+            ],
+          },
+        },
+        unauthenticated: {
+          on: {
+            unauthorized: [
+              { guard: 'authorizationBudgetSpent', target: '#oauth.failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.authorization_limit', 'authorization attempts for this request are spent') } } },
+              { target: '#oauth.flow', actions: 'beginFlow' },
+            ],
+          },
+        },
+      },
+    },
+
+    refreshing: {
+      tags: ['busy'],
+      entry: 'requestRefresh',
+      on: {
+        'http.response': [
+          { guard: and(['isPending', 'refreshSucceeded']), target: 'ready.authorized', actions: ['storeRefreshedTokens', 'announceDone'] },
+          { guard: and(['isPending', 'refreshRejectedGrant']), target: 'flow', actions: ['invalidateTokens', 'beginFlow'] },
+          { guard: and(['isPending', 'refreshRejectedClient']), target: 'flow', actions: ['invalidateTokens', 'invalidateClient', 'beginFlow'] },
+          {
+            guard: 'isPending',
+            target: 'failed',
+            actions: { type: 'fail', params: ({ context, event }) => ({ error: refreshFailure(context, event) }) },
+          },
+        ],
+        'http.failed': {
+          guard: 'isPending',
+          target: 'failed',
+          actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('refresh', event) }) },
+        },
+        cancel: { target: 'failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.cancelled', 'cancelled') } } },
+      },
+    },
+
+    stepUp: {
+      tags: ['busy'],
+      always: [{ guard: 'metadataKnown', target: 'flow.scope' }, { target: 'flow' }],
+    },
+
+    flow: {
+      tags: ['busy'],
+      initial: 'resource',
+      on: {
+        cancel: { target: 'failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.cancelled', 'cancelled') } } },
+      },
+      states: {
+        resource: {
+          initial: 'discovering',
+          states: {
+            discovering: {
+              entry: 'requestResourceMetadata',
+              on: {
+                'http.response': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+                'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+              },
+            },
+            validating: {
+              always: [
+                { guard: 'prmUsable', target: '#oauth.flow.authServer', actions: 'acceptResourceMetadata' },
+                {
+                  guard: 'prmFatal',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ context }) => ({ error: problemOf(logic.prmOutcome(context)) ?? unknownError() }) },
+                },
+                { guard: 'morePrmCandidates', target: 'discovering', actions: 'advanceResourceCandidate' },
+                { guard: 'legacyFallbackAllowed', target: '#oauth.flow.authServer.legacy' },
+                {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: flowError('flow', 'prm.not_found', 'no usable protected resource metadata') } },
+                },
+              ],
+            },
+          },
+        },
+
+        authServer: {
+          initial: 'discovering',
+          states: {
+            legacy: {
+              entry: 'enterLegacyMode',
+              always: { target: 'discovering' },
+            },
+            discovering: {
+              entry: 'requestAuthorizationServerMetadata',
+              on: {
+                'http.response': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+                'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+              },
+            },
+            validating: {
+              always: [
+                { guard: 'asmUsable', target: '#oauth.flow.scope', actions: 'acceptAuthServerMetadata' },
+                {
+                  guard: 'asmFatal',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ context }) => ({ error: problemOf(logic.asmOutcome(context)) ?? unknownError() }) },
+                },
+                { guard: 'moreAsmCandidates', target: 'discovering', actions: 'advanceAuthServerCandidate' },
+                { guard: 'inLegacyMode', target: 'legacyDefaults' },
+                {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: flowError('flow', 'asm.not_found', 'no usable authorization server metadata') } },
+                },
+              ],
+            },
+            legacyDefaults: {
+              always: { target: '#oauth.flow.scope', actions: 'adoptLegacyDefaults' },
+            },
+          },
+        },
+
+        scope: {
+          always: { target: 'redirect', actions: 'selectScope' },
+        },
+
+        // RFC 8252 loopback redirect: the adapter binds the listener (the remembered port first).
+        redirect: {
+          entry: 'prepareRedirect',
+          on: {
+            'redirect.ready': { target: 'client', actions: 'assignRedirectUri' },
+            'redirect.failed': {
+              target: '#oauth.failed',
+              actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'redirect.failed' ? event.error : unknownError() }) },
+            },
+          },
+        },
+
+        client: {
+          initial: 'selecting',
+          states: {
+            selecting: {
+              always: [
+                { guard: 'storedClientUsable', target: '#oauth.flow.authorize' },
+                {
+                  guard: 'preregisteredBoundElsewhere',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: flowError('flow', 'client.issuer_mismatch', 'the pre-registered client is bound to another authorization server') } },
+                },
+                {
+                  guard: 'fixedRedirectUnavailable',
+                  target: '#oauth.failed',
+                  actions: {
+                    type: 'fail',
+                    params: ({ context }) => ({ error: flowError('flow', 'callback.port_unavailable', `redirect URI ${context.redirectUri ?? '(none)'} is not one this client registered`) }),
+                  },
+                },
+                { guard: 'preregisteredClient', target: 'preregistered' },
+                { guard: 'clientIdMetadataDocument', target: 'cimd' },
+                { guard: 'dynamicRegistration', target: 'registering' },
+                {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: flowError('registration', 'client.no_registration', 'no stored, pre-registered, metadata-document or dynamic registration is possible with this server') } },
+                },
+              ],
+            },
+            preregistered: {
+              always: { target: '#oauth.flow.authorize', actions: 'adoptPreregisteredClient' },
+            },
+            cimd: {
+              always: { target: '#oauth.flow.authorize', actions: 'adoptClientIdMetadataDocument' },
+            },
+            registering: {
+              entry: 'requestRegistration',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'registrationAccepted']), target: '#oauth.flow.authorize', actions: 'adoptRegisteredClient' },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: registrationFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('registration', event) }) },
+                },
+              },
+            },
+          },
+        },
+
+        authorize: {
+          initial: 'redirecting',
+          states: {
+            redirecting: {
+              entry: 'requestEntropy',
+              on: {
+                random: [
+                  { guard: 'authorizationUrlValid', target: 'awaitingCallback', actions: 'openAuthorizationUrl' },
+                  {
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: { error: flowError('flow', 'asm.invalid_authorization_endpoint', 'the authorization endpoint has a fragment or already carries OAuth parameters') } },
+                  },
+                ],
+              },
+            },
+            awaitingCallback: {
+              tags: ['waiting'],
+              on: {
+                callback: { target: 'validatingCallback', actions: 'recordCallback' },
+                'interaction.failed': {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                },
+                timeout: {
+                  guard: 'isCallbackTimeout',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: flowError('flow', 'callback.timeout', 'no authorization response arrived before the deadline') } },
+                },
+              },
+            },
+            validatingCallback: {
+              always: [
+                { guard: 'callbackIgnored', target: 'awaitingCallback', actions: 'countRejectedCallback' },
+                {
+                  guard: 'callbackFailed',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ context }) => ({ error: callbackFailure(context) }) },
+                },
+                { target: '#oauth.flow.token', actions: 'acceptAuthorizationCode' },
+              ],
+            },
+          },
+        },
+
+        token: {
+          initial: 'exchanging',
+          states: {
+            exchanging: {
+              entry: 'requestCodeExchange',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeIssuedTokens', 'announceDone'] },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+
+    failed: {
+      tags: ['settled'],
+      on: {
+        // A new operation after a failure starts from what is held, as a fresh request would.
+        unauthorized: [
+          { guard: 'hasTokens', target: 'ready.authorized', actions: ['clearError', 'replayEvent'] },
+          { target: 'ready.unauthenticated', actions: ['clearError', 'replayEvent'] },
+        ],
+        'token.check': [
+          { guard: 'hasTokens', target: 'ready.authorized', actions: ['clearError', 'replayEvent'] },
+        ],
+        'store.loaded': [
+          { guard: 'loadedTokens', target: 'ready.authorized', actions: ['clearError', 'loadRecords'] },
+          { target: 'ready.unauthenticated', actions: ['clearError', 'loadRecords'] },
+        ],
+      },
+    },
+  },
+});
+
+function unknownError(): FlowErrorData {
+  return flowError('flow', 'flow.internal', 'an internal invariant failed');
+}
+
+function refreshFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
+  const outcome = logic.tokenOutcome(context, event, context.tokens);
+  return outcome.ok ? unknownError() : outcome.error;
+}
+
+function exchangeFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
+  const outcome = logic.tokenOutcome(context, event);
+  return outcome.ok ? unknownError() : outcome.error;
+}
+
+function registrationFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
+  if (event.type !== 'http.response') return unknownError();
+  const outcome = processRegistrationResponse(event, {
+    issuer: context.issuer ?? '',
+    redirectUri: context.redirectUri ?? '',
+    requestedMethod: logic.registrationAuthMethod(context),
+  });
+  return outcome.ok ? unknownError() : outcome.error;
+}
+
+function callbackFailure(context: EngineContext): FlowErrorData {
+  const verdict = logic.callbackVerdict(context);
+  return verdict.kind === 'fail' ? verdict.error : unknownError();
+}
+
+export type OAuthMachine = typeof oauthMachine;

@@ -1,0 +1,150 @@
+/** The machine's input, context, events in and effects out. Everything here is plain JSON. */
+import type { FlowErrorData } from './errors.js';
+import type { HttpRequest } from './http.js';
+import type { AuthorizationServerMetadata, ClientMetadata, ProtectedResourceMetadata } from './schemas.js';
+import type { CallbackParams } from './steps/authorization.js';
+import type { ResourceMatch } from './steps/discovery.js';
+import type { ClientRecord, DiscoveryRecord, RecordKind, RecordTypes, TokenRecord, Versioned } from './store.js';
+import type { AsmCandidate, PrmCandidate } from './urls.js';
+
+export interface PreregisteredClient {
+  client_id: string;
+  client_secret?: string;
+  token_endpoint_auth_method: ClientRecord['token_endpoint_auth_method'];
+  redirect_uris: string[];
+  /** Without it the credentials bind to the first issuer they are used with (DESIGN policy 10). */
+  issuer?: string;
+}
+
+export interface EnginePolicy {
+  resourceMatch: ResourceMatch;
+  /** Origins besides the MCP server's own from which `resource_metadata` may be fetched (DESIGN policy 2). */
+  allowedMetadataOrigins: string[];
+  /** 2025-03-26 back-compat when no PRM is found (DESIGN policy 3). */
+  legacyFallback: boolean;
+  pkceQuirkIssuers: string[];
+  allowUnadvertisedPkce: boolean;
+  refreshSkewMs: number;
+  /** Authorizations per operation, counting the first (DESIGN policy 9). */
+  maxAuthorizations: number;
+  minTokenLifetimeSeconds: number;
+  maxTokenLifetimeSeconds: number;
+}
+
+export interface EngineConfig {
+  /** Canonical MCP server URL. */
+  serverUrl: string;
+  protocolVersion: string;
+  clientMetadata: Omit<ClientMetadata, 'redirect_uris'> & { redirect_uris?: string[] };
+  clientMetadataUrl?: string;
+  preregistered?: PreregisteredClient;
+  policy: EnginePolicy;
+}
+
+export interface AuthorizationTransaction {
+  state: string;
+  codeVerifier: string;
+  issuer: string;
+  issAdvertised: boolean;
+  redirectUri: string;
+  resource: string;
+  scope?: string;
+  clientId: string;
+  authorizationUrl: string;
+}
+
+export type LastResponse =
+  | { kind: 'response'; status: number; headers: Record<string, string>; body: string; at: number }
+  | { kind: 'failed'; reason: string; message: string; at: number };
+
+export interface Notice {
+  code: string;
+  message: string;
+}
+
+export interface EngineContext {
+  config: EngineConfig;
+  /** Request-id counter: a response whose id is not the pending one matches no transition. */
+  seq: number;
+  pendingId?: string;
+  now: number;
+
+  tokens?: TokenRecord;
+  /** Bumped on every new token set; the adapter tags each request with the version it carried. */
+  tokenVersion: number;
+  client?: ClientRecord;
+  discovery?: DiscoveryRecord;
+  generations: Record<RecordKind, number>;
+
+  challenge?: { resourceMetadata?: string; scope?: string; error?: string };
+  prmCandidates: PrmCandidate[];
+  prmIndex: number;
+  prm?: ProtectedResourceMetadata;
+  resource?: string;
+  resourceMetadataUrl?: string;
+  issuer?: string;
+  legacy: boolean;
+  asmCandidates: AsmCandidate[];
+  asmIndex: number;
+  asm?: AuthorizationServerMetadata;
+  lastResponse?: LastResponse;
+
+  /** Scopes a step-up must keep (held and previously requested). */
+  scopeFloor?: string;
+  requestedScope?: string;
+  redirectUri?: string;
+  transaction?: AuthorizationTransaction;
+  code?: string;
+  lastCallback?: CallbackParams;
+  rejectedCallbacks: number;
+  /** Authorizations started by this session (the adapter reads it to count per operation). */
+  authorizationCount: number;
+  /** Authorizations already spent on the operation that started the current flow. */
+  operationAuthorizations: number;
+
+  error?: FlowErrorData;
+  notices: Notice[];
+}
+
+export type EngineInput = EngineConfig;
+
+export type EngineEvent =
+  | {
+      type: 'store.loaded';
+      tokens?: Versioned<TokenRecord> | undefined;
+      client?: Versioned<ClientRecord> | undefined;
+      discovery?: Versioned<DiscoveryRecord> | undefined;
+    }
+  | { type: 'store.saved'; kind: RecordKind; generation: number }
+  | { type: 'token.check'; at: number }
+  | {
+      type: 'unauthorized';
+      status: number;
+      wwwAuthenticate?: string | string[] | undefined;
+      /** The token version the rejected request carried; null when it carried none. */
+      tokenVersion: number | null;
+      /** Authorizations already run on behalf of this operation. */
+      authorizations: number;
+      at: number;
+    }
+  | { type: 'http.response'; id: string; status: number; headers: Record<string, string>; body: string; at: number }
+  | { type: 'http.failed'; id: string; reason: string; message: string; at: number }
+  | { type: 'redirect.ready'; redirectUri: string }
+  | { type: 'redirect.failed'; error: FlowErrorData }
+  | { type: 'random'; state: string; codeVerifier: string; codeChallenge: string }
+  | { type: 'callback'; params: CallbackParams; at: number }
+  | { type: 'timeout'; id: string }
+  /** The user agent could not be opened or gave up (a browser that failed to launch, a headless agent's error). */
+  | { type: 'interaction.failed'; error: FlowErrorData }
+  | { type: 'cancel' };
+
+export type EngineEffect =
+  | { type: 'http.request'; request: HttpRequest }
+  | { type: 'redirect.prepare'; preferredRedirectUri?: string; fixed: boolean }
+  | { type: 'random.needed' }
+  | { type: 'browser.open'; url: string; redirectUri: string }
+  | { type: 'store.save'; kind: RecordKind; value: RecordTypes[RecordKind]; ifGeneration: number }
+  | { type: 'store.clear'; kind: RecordKind; ifGeneration: number }
+  | { type: 'notice'; notice: Notice }
+  | { type: 'flow.done' }
+  | { type: 'flow.failed'; error: FlowErrorData };

@@ -1,0 +1,5 @@
+export * from './authorization.js';
+export * from './discovery.js';
+export * from './registration.js';
+export * from './scope.js';
+export * from './token.js';
