@@ -11,7 +11,7 @@ import { classifyAddress, isAllowedOAuthUrl, networkClassAllowed, splitUrl, type
 
 export type OAuthHttpOutcome =
   | { ok: true; response: HttpResponseData }
-  | { ok: false; reason: 'timeout' | 'network' | 'too_large' | 'redirect' | 'blocked' | 'aborted'; message: string; cause?: unknown };
+  | { ok: false; reason: 'timeout' | 'unreachable' | 'too_large' | 'redirect' | 'blocked' | 'aborted'; message: string; cause?: unknown };
 
 export interface OAuthHttpOptions {
   dispatcher: Dispatcher;
@@ -167,7 +167,7 @@ export async function performOAuthRequest(httpRequest: HttpRequest, options: OAu
     const code = (error as { code?: string })?.code;
     return {
       ok: false,
-      reason: blocked ? 'blocked' : 'network',
+      reason: blocked ? 'blocked' : 'unreachable',
       message: blocked ? 'the target resolves to a refused network' : `connection failed${code ? ` (${code})` : ''}`,
       cause: error,
     };

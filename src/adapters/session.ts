@@ -285,7 +285,7 @@ class Session implements OAuthSession {
       policy = await this.policy;
     } catch (error) {
       this.lastNetworkCause = error;
-      this.send({ type: 'http.failed', id: request.id, reason: 'network', message: 'network policy unavailable', at: this.clock() });
+      this.send({ type: 'http.failed', id: request.id, reason: 'unreachable', message: 'network policy unavailable', at: this.clock() });
       return;
     }
     this.oauthAgent ??= createOAuthAgent(policy, this.resolved.deadlines.connectMs);
@@ -437,6 +437,7 @@ class Session implements OAuthSession {
    */
   private async authorized<R>(send: (authorization: string | undefined) => Promise<R>, challengeOf: (response: R) => Challenge | undefined, release: (response: R) => Promise<void>): Promise<R> {
     let authorizations = 0;
+    let refreshes = 0;
     let response: R | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const { header, version } = await this.authorization();
@@ -450,16 +451,19 @@ class Session implements OAuthSession {
         throw new OAuthFlowError({ code: 'flow.rejected_after_authorization', message: 'the server rejected the token a fresh authorization just issued', status: 401 });
       }
       await release(response);
-      const before = snapshot.context.authorizationCount;
+      const before = snapshot.context;
       await this.trigger({
         type: 'unauthorized',
         status: challenge.status,
         wwwAuthenticate: challenge.wwwAuthenticate,
         tokenVersion: version,
         authorizations,
+        refreshes,
         at: this.clock(),
       });
-      authorizations += this.actor.getSnapshot().context.authorizationCount - before;
+      const after = this.actor.getSnapshot().context;
+      authorizations += after.authorizationCount - before.authorizationCount;
+      refreshes += after.refreshCount - before.refreshCount;
     }
     return response as R;
   }

@@ -57,6 +57,16 @@ export function networkError(step: HttpRequest['step'], event: EngineEvent): Flo
   return flowError('network', `network.${reason}`, `${step} request failed: ${message}`);
 }
 
+/** Every candidate failed: say why the last one did (a dead network reads differently from a 404). */
+export function discoveryExhausted(context: EngineContext, step: 'prm' | 'asm'): FlowErrorData {
+  const last = context.lastResponse;
+  if (last?.kind === 'failed') return flowError('network', `network.${last.reason}`, `${step} request failed: ${last.message}`);
+  const status = last?.kind === 'response' ? ` (last answer: ${last.status})` : '';
+  return step === 'prm'
+    ? flowError('flow', 'prm.not_found', `no usable protected resource metadata${status}`)
+    : flowError('flow', 'asm.not_found', `no usable authorization server metadata${status}`);
+}
+
 // ---------------------------------------------------------------- challenge and triggers
 
 export function challengeFrom(event: EngineEvent): EngineContext['challenge'] {
@@ -101,6 +111,11 @@ export function canRefresh(context: EngineContext): boolean {
     client !== undefined &&
     client.issuer === tokens.issuer
   );
+}
+
+/** A 401 is worth a refresh once per operation; a refreshed token rejected again needs re-discovery (R07). */
+export function refreshAlreadyTried(event: EngineEvent): boolean {
+  return event.type === 'unauthorized' && (event.refreshes ?? 0) > 0;
 }
 
 // ---------------------------------------------------------------- protected resource metadata

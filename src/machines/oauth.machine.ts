@@ -3,7 +3,7 @@
  * emits effects (`http.request`, `browser.open`, `store.save` …) and waits for the events that
  * answer them. Guards and actions are named here and implemented in `oauth.logic.ts` and `steps/`.
  */
-import { and, assign, emit, enqueueActions, raise, setup } from 'xstate';
+import { and, assign, emit, enqueueActions, not, raise, setup } from 'xstate';
 import { flowError, type FlowErrorData } from './errors.js';
 import * as logic from './oauth.logic.js';
 import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
@@ -26,6 +26,7 @@ function initialContext(input: EngineInput): EngineContext {
     asmIndex: 0,
     rejectedCallbacks: 0,
     authorizationCount: 0,
+    refreshCount: 0,
     operationAuthorizations: 0,
     notices: [],
   };
@@ -48,6 +49,7 @@ export const oauthMachine = setup({
     hasTokens: ({ context }) => context.tokens !== undefined,
     tokenFresh: ({ context, event }) => logic.tokenFresh(context, event),
     canRefresh: ({ context }) => logic.canRefresh(context),
+    refreshAlreadyTried: ({ event }) => logic.refreshAlreadyTried(event),
     isInsufficientScope: ({ event }) => logic.isInsufficientScope(event),
     requestUsedStaleToken: ({ context, event }) => logic.requestUsedStaleToken(context, event),
     authorizationBudgetSpent: ({ context, event }) => logic.authorizationBudgetSpent(context, event),
@@ -359,7 +361,7 @@ export const oauthMachine = setup({
     storeRefreshedTokens: enqueueActions(({ context, event, enqueue }) => {
       const outcome = logic.tokenOutcome(context, event, context.tokens);
       if (!outcome.ok) return;
-      enqueue.assign({ tokens: outcome.value, tokenVersion: context.tokenVersion + 1, pendingId: undefined });
+      enqueue.assign({ tokens: outcome.value, tokenVersion: context.tokenVersion + 1, refreshCount: context.refreshCount + 1, pendingId: undefined });
       enqueue.emit({ type: 'store.save', kind: 'tokens', value: outcome.value, ifGeneration: context.generations.tokens });
     }),
     // Compare-and-delete of the generation that failed: a newer one written by a sibling survives.
@@ -420,7 +422,7 @@ export const oauthMachine = setup({
               { guard: 'authorizationBudgetSpent', target: '#oauth.failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.authorization_limit', 'authorization attempts for this request are spent') } } },
               { guard: and(['isInsufficientScope', 'stepUpAddsNothing']), target: '#oauth.failed', actions: { type: 'fail', params: { error: flowError('flow', 'scope.insufficient', 'the server demands scope already granted; re-authorizing would not help') } } },
               { guard: 'isInsufficientScope', target: '#oauth.stepUp', actions: 'beginStepUp' },
-              { guard: 'canRefresh', target: '#oauth.refreshing' },
+              { guard: and(['canRefresh', not('refreshAlreadyTried')]), target: '#oauth.refreshing' },
               { target: '#oauth.flow', actions: 'beginFlow' },
             ],
           },
@@ -493,7 +495,7 @@ export const oauthMachine = setup({
                 { guard: 'legacyFallbackAllowed', target: '#oauth.flow.authServer.legacy' },
                 {
                   target: '#oauth.failed',
-                  actions: { type: 'fail', params: { error: flowError('flow', 'prm.not_found', 'no usable protected resource metadata') } },
+                  actions: { type: 'fail', params: ({ context }) => ({ error: logic.discoveryExhausted(context, 'prm') }) },
                 },
               ],
             },
@@ -526,7 +528,7 @@ export const oauthMachine = setup({
                 { guard: 'inLegacyMode', target: 'legacyDefaults' },
                 {
                   target: '#oauth.failed',
-                  actions: { type: 'fail', params: { error: flowError('flow', 'asm.not_found', 'no usable authorization server metadata') } },
+                  actions: { type: 'fail', params: ({ context }) => ({ error: logic.discoveryExhausted(context, 'asm') }) },
                 },
               ],
             },

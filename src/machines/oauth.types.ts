@@ -99,6 +99,8 @@ export interface EngineContext {
   rejectedCallbacks: number;
   /** Authorizations started by this session (the adapter reads it to count per operation). */
   authorizationCount: number;
+  /** Refreshes completed by this session. */
+  refreshCount: number;
   /** Authorizations already spent on the operation that started the current flow. */
   operationAuthorizations: number;
 
@@ -125,6 +127,8 @@ export type EngineEvent =
       tokenVersion: number | null;
       /** Authorizations already run on behalf of this operation. */
       authorizations: number;
+      /** Refreshes already run on behalf of this operation: a refreshed token rejected again means re-discovery. */
+      refreshes?: number;
       at: number;
     }
   | { type: 'http.response'; id: string; status: number; headers: Record<string, string>; body: string; at: number }

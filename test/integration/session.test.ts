@@ -1,33 +1,557 @@
+/**
+ * The engine over real loopback HTTP against the demo authorization server and the MCP SDK's
+ * server. Tests assert what was sent and stored and how many requests it took, never times.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startAuthorizationServer } from '../../examples/demo/authorizationServer.js';
+import { createHeadlessUserAgent } from '../../src/adapters/interaction/headlessUserAgent.js';
 import { createOAuthSession, type OAuthSession } from '../../src/adapters/session.js';
+import { createFileStore } from '../../src/adapters/stores/file.js';
 import { createMemoryStore } from '../../src/adapters/stores/memory.js';
+import { OAuthConfigError, OAuthFlowError, OAuthNetworkError } from '../../src/machines/errors.js';
 import { headlessOpener, rpc, startDeployment, type Deployment } from '../support/deployment.js';
 
-let deployment: Deployment | undefined;
-const sessions: OAuthSession[] = [];
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
 afterEach(async () => {
-  for (const session of sessions.splice(0)) await session.close();
-  await deployment?.close();
-  deployment = undefined;
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+async function deploy(...args: Parameters<typeof startDeployment>): Promise<Deployment> {
+  const deployment = await startDeployment(...args);
+  cleanups.push(() => deployment.close());
+  return deployment;
+}
+
 function track(session: OAuthSession): OAuthSession {
-  sessions.push(session);
+  cleanups.push(() => session.close());
   return session;
 }
 
-describe('cold flow', () => {
-  it('runs discovery, registration, authorization and exchange in exactly 7 requests', async () => {
-    deployment = await startDeployment();
+async function listTools(session: OAuthSession, url: string): Promise<number> {
+  const response = await session.fetch(url, rpc('tools/list'));
+  await response.text();
+  return response.status;
+}
+
+/** A clock the test moves, so expiry is data rather than waiting. */
+function manualClock(start = Date.now()): { now: () => number; advance: (ms: number) => void } {
+  let now = start;
+  return { now: () => now, advance: (ms) => (now += ms) };
+}
+
+async function startRawServer(handler: Parameters<typeof createServer>[1]): Promise<{ url: string; server: Server }> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+describe('cold flow and stored tokens', () => {
+  it('takes exactly 7 requests cold (401, PRM, AS metadata, register, authorize, token, retry), then 1 with stored tokens', async () => {
+    const d = await deploy();
+    const store = createMemoryStore();
     const opened = { opened: 0 };
-    const session = track(createOAuthSession({ serverUrl: deployment.mcp.url, openAuthorizationUrl: headlessOpener(opened) }));
-    const response = await session.fetch(deployment.mcp.url, rpc('tools/list'));
-    expect(response.status).toBe(200);
-    const body = await response.text();
-    expect(body).toContain('echo');
-    expect(deployment.totalRequests()).toBe(7);
+    const first = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener(opened) }));
+    expect(await listTools(first, d.mcp.url)).toBe(200);
+    expect(d.totalRequests()).toBe(7);
+    expect(d.mcp.counts['status:401']).toBe(1);
+    expect(d.as.counts.register).toBe(1);
+    expect(d.as.counts.authorize).toBe(1);
+    expect(d.as.counts['token:authorization_code']).toBe(1);
     expect(opened.opened).toBe(1);
-    expect(session.state).toBe('ready.authorized');
+
+    // RFC 8707: the same resource, the PRM's string, in the authorization and the token request.
+    const authorize = d.as.requests.find((r) => r.path === '/authorize');
+    const token = d.as.requests.find((r) => r.path === '/token');
+    expect(new URLSearchParams(authorize?.query).get('resource')).toBe(d.mcp.url);
+    expect(new URLSearchParams(token?.body).get('resource')).toBe(d.mcp.url);
+    expect(new URLSearchParams(authorize?.query).get('code_challenge_method')).toBe('S256');
+
+    d.resetCounts();
+    const second = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener(opened) }));
+    expect(await listTools(second, d.mcp.url)).toBe(200);
+    expect(d.totalRequests()).toBe(1);
+    expect(opened.opened).toBe(1);
+  });
+
+  it('survives a restart through the file store: no second login, records 0600 in a 0700 directory', async () => {
+    const d = await deploy();
+    const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-store-'));
+    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    const opened = { opened: 0 };
+    const first = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), openAuthorizationUrl: headlessOpener(opened) }));
+    expect(await listTools(first, d.mcp.url)).toBe(200);
+    await first.close();
+
+    d.resetCounts();
+    const second = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), openAuthorizationUrl: headlessOpener(opened) }));
+    expect(await listTools(second, d.mcp.url)).toBe(200);
+    expect(d.totalRequests()).toBe(1);
+    expect(opened.opened).toBe(1);
+    const files = (await readdir(directory)).filter((name) => name.endsWith('.json') && !name.includes('counters'));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('refreshes after a restart when the stored token expired, using the stored token endpoint', async () => {
+    const d = await deploy();
+    const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-store-'));
+    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    const clock = manualClock();
+    const first = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(first, d.mcp.url)).toBe(200);
+    await first.close();
+
+    clock.advance(2 * 3600_000);
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+    const second = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(second, d.mcp.url)).toBe(200);
+    // A proactive refresh and the request: no 401, no discovery.
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+    expect(d.mcp.counts['status:401'] ?? 0).toBe(0);
+    expect(d.totalRequests()).toBe(2);
+  });
+});
+
+describe('single-flight', () => {
+  it('200 concurrent requests on an expired rotating refresh token: exactly 1 refresh, 200 succeed', async () => {
+    const d = await deploy({ rotateRefreshTokens: true });
+    const clock = manualClock();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    clock.advance(3600_000);
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+
+    const statuses = await Promise.all(Array.from({ length: 200 }, () => listTools(session, d.mcp.url)));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(200);
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+    expect(d.as.counts['error:invalid_grant'] ?? 0).toBe(0);
+  });
+
+  it('200 concurrent requests whose token the server revoked (401s): exactly 1 refresh, 200 succeed', async () => {
+    const d = await deploy({ rotateRefreshTokens: true });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+
+    const statuses = await Promise.all(Array.from({ length: 200 }, () => listTools(session, d.mcp.url)));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(200);
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+    expect(d.as.counts.authorize ?? 0).toBe(0);
+  });
+
+  it('200 concurrent first requests: exactly 1 registration and 1 authorization, 200 succeed', async () => {
+    const d = await deploy();
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener(opened) }));
+    const statuses = await Promise.all(Array.from({ length: 200 }, () => listTools(session, d.mcp.url)));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(200);
+    expect(d.as.counts.register).toBe(1);
+    expect(d.as.counts.authorize).toBe(1);
+    expect(d.as.counts['token:authorization_code']).toBe(1);
+    expect(opened.opened).toBe(1);
+  });
+
+  it('through the undici interceptor: cold flow, then 200 concurrent expired requests share one refresh', async () => {
+    const d = await deploy();
+    const clock = manualClock();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    const agent = new Agent().compose(session.interceptor);
+    cleanups.push(() => agent.close());
+    const call = async () => {
+      const init = rpc('tools/list');
+      const response = await request(d.mcp.url, { method: 'POST', headers: init.headers as Record<string, string>, body: init.body as string, dispatcher: agent });
+      const text = await response.body.text();
+      return { status: response.statusCode, text };
+    };
+    const cold = await call();
+    expect(cold.status).toBe(200);
+    expect(cold.text).toContain('echo');
+    expect(d.totalRequests()).toBe(7);
+
+    clock.advance(3600_000);
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+    const results = await Promise.all(Array.from({ length: 200 }, call));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(200);
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+  });
+});
+
+describe('refresh', () => {
+  it('invalid_grant clears only that token generation, then runs one full authorization', async () => {
+    const d = await deploy();
+    const store = createMemoryStore();
+    const opened = { opened: 0 };
+    const clock = manualClock();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, clock: clock.now, openAuthorizationUrl: headlessOpener(opened) }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const before = await store.get(d.mcp.url, 'tokens');
+    clock.advance(3600_000);
+    d.as.revokeRefreshTokens();
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+    expect(d.as.counts.authorize).toBe(1);
+    expect(d.as.counts.register ?? 0).toBe(0);
+    expect(opened.opened).toBe(2);
+    const after = await store.get(d.mcp.url, 'tokens');
+    expect(after?.value.access_token).not.toBe(before?.value.access_token);
+    expect(after?.generation).toBeGreaterThan(before?.generation ?? 0);
+  });
+
+  it('a rotated refresh token replaces the old one in the store', async () => {
+    const d = await deploy({ rotateRefreshTokens: true });
+    const store = createMemoryStore();
+    const clock = manualClock();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const first = (await store.get(d.mcp.url, 'tokens'))?.value.refresh_token;
+    clock.advance(3600_000);
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const second = (await store.get(d.mcp.url, 'tokens'))?.value.refresh_token;
+    expect(first).toBeDefined();
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+    clock.advance(3600_000);
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    expect(d.as.counts['token:refresh_token']).toBe(2);
+    expect(d.as.counts['error:invalid_grant'] ?? 0).toBe(0);
+  });
+});
+
+describe('step-up', () => {
+  it('re-authorizes on 403 insufficient_scope with the union of held and challenged scopes', async () => {
+    const d = await deploy();
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener(opened) }));
+    const call = await session.fetch(d.mcp.url, rpc('tools/call', { name: 'admin-reset', arguments: {} }));
+    expect(call.status).toBe(200);
+    expect(await call.text()).toContain('reset done');
+    expect(opened.opened).toBe(2);
+    const scopes = d.as.requests.filter((r) => r.path === '/authorize').map((r) => new URLSearchParams(r.query).get('scope'));
+    expect(scopes[0]?.split(' ')).toContain('mcp:read');
+    expect(scopes[1]?.split(' ').sort()).toEqual(expect.arrayContaining(['mcp:read', 'mcp:write']));
+  });
+
+  it('stops after 3 authorizations when every answer demands another scope', async () => {
+    const as = await startAuthorizationServer({ scopesSupported: ['s1', 's2', 's3', 's4', 's5', 's6'] });
+    cleanups.push(() => as.close());
+    let demanded = 0;
+    const { url } = await startRawServer((req, res) => {
+      const origin = `http://${req.headers.host}`;
+      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: [as.issuer] }));
+        return;
+      }
+      const metadata = `resource_metadata="${origin}/.well-known/oauth-protected-resource/mcp"`;
+      if (!req.headers.authorization) {
+        res.writeHead(401, { 'www-authenticate': `Bearer ${metadata}, scope="s1"` });
+        res.end();
+        return;
+      }
+      demanded += 1;
+      const scope = Array.from({ length: demanded + 1 }, (_, i) => `s${i + 1}`).join(' ');
+      res.writeHead(403, { 'www-authenticate': `Bearer error="insufficient_scope", scope="${scope}", ${metadata}` });
+      res.end();
+    });
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener(opened) }));
+    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(OAuthFlowError);
+    expect((error as OAuthFlowError).code).toBe('flow.authorization_limit');
+    expect(opened.opened).toBe(3);
+    expect(as.counts.authorize).toBe(3);
+  });
+
+  it('a 403 whose scope is already granted is final: no re-authorization', async () => {
+    const as = await startAuthorizationServer();
+    cleanups.push(() => as.close());
+    const { url } = await startRawServer((req, res) => {
+      const origin = `http://${req.headers.host}`;
+      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: [as.issuer], scopes_supported: ['mcp:read'] }));
+        return;
+      }
+      const status = req.headers.authorization ? 403 : 401;
+      const error = status === 403 ? 'error="insufficient_scope", ' : '';
+      res.writeHead(status, { 'www-authenticate': `Bearer ${error}scope="mcp:read"` });
+      res.end();
+    });
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener(opened) }));
+    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as OAuthFlowError).code).toBe('scope.insufficient');
+    expect(opened.opened).toBe(1);
+  });
+});
+
+describe('authorization response checks', () => {
+  it('ignores a callback with a wrong state (answered 400) and completes with the genuine one', async () => {
+    const d = await deploy();
+    const agent = createHeadlessUserAgent({ deliver: false });
+    let forgedStatus = 0;
+    const session = track(
+      createOAuthSession({
+        serverUrl: d.mcp.url,
+        openAuthorizationUrl: async (url, { redirectUri }) => {
+          const params = await agent.authorize(url, redirectUri);
+          const forged = new URL(redirectUri);
+          forged.searchParams.set('code', 'attacker-code');
+          forged.searchParams.set('state', 'forged-state');
+          forgedStatus = (await request(forged)).statusCode;
+          const genuine = new URL(redirectUri);
+          genuine.search = params.toString();
+          await (await request(genuine)).body.dump();
+        },
+      }),
+    );
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    expect(forgedStatus).toBe(400);
+    const exchanges = d.as.requests.filter((r) => r.path === '/token');
+    expect(exchanges).toHaveLength(1);
+    expect(exchanges[0]?.body).not.toContain('attacker-code');
+  });
+
+  it('a wrong state alone never reaches the token endpoint: the wait ends at its deadline, nothing stored', async () => {
+    const d = await deploy();
+    const store = createMemoryStore();
+    const session = track(
+      createOAuthSession({
+        serverUrl: d.mcp.url,
+        store,
+        deadlines: { callbackMs: 300 },
+        openAuthorizationUrl: async (_url, { redirectUri }) => {
+          const forged = new URL(redirectUri);
+          forged.searchParams.set('code', 'attacker-code');
+          forged.searchParams.set('state', 'forged-state');
+          await (await request(forged)).body.dump();
+        },
+      }),
+    );
+    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as OAuthFlowError).code).toBe('callback.timeout');
+    expect(d.as.counts['POST /token'] ?? 0).toBe(0);
+    expect(await store.get(d.mcp.url, 'tokens')).toBeUndefined();
+  });
+
+  it('a wrong iss is rejected before the code is used: no token request, no tokens stored', async () => {
+    const d = await deploy({ issParameter: 'wrong' });
+    const store = createMemoryStore();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
+    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as OAuthFlowError).code).toBe('callback.iss_mismatch');
+    expect(d.as.counts['POST /token'] ?? 0).toBe(0);
+    expect(await store.get(d.mcp.url, 'tokens')).toBeUndefined();
+  });
+
+  it('an error redirect becomes a typed error naming the OAuth error', async () => {
+    const d = await deploy({ denyConsent: true });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(OAuthFlowError);
+    expect((error as OAuthFlowError).code).toBe('authorize.access_denied');
+    expect((error as OAuthFlowError).oauthError).toBe('access_denied');
+  });
+});
+
+describe('persisted snapshot', () => {
+  it('a snapshot persisted while waiting for the callback resumes in a new session, redeeming the code once', async () => {
+    const d = await deploy();
+    const store = createMemoryStore();
+    const redirectUri = 'http://127.0.0.1:9/callback';
+    let authorizationUrl = '';
+    const first = track(
+      createOAuthSession({
+        serverUrl: d.mcp.url,
+        store,
+        redirect: { uri: redirectUri },
+        client: { metadata: { redirect_uris: [redirectUri] } },
+        openAuthorizationUrl: (url) => {
+          authorizationUrl = url;
+        },
+      }),
+    );
+    const pending = first.fetch(d.mcp.url, rpc('tools/list')).catch((e: unknown) => e);
+    for (let i = 0; i < 200 && first.state !== 'flow.authorize.awaitingCallback'; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(first.state).toBe('flow.authorize.awaitingCallback');
+    const persisted = JSON.stringify(first.persist());
+    await first.close();
+    await pending;
+
+    // The page came back: a new session, the same store, the restored snapshot, the redirect's query.
+    const params = await createHeadlessUserAgent({ deliver: false }).authorize(authorizationUrl, redirectUri);
+    const second = track(
+      createOAuthSession({ serverUrl: d.mcp.url, store, redirect: { uri: redirectUri }, client: { metadata: { redirect_uris: [redirectUri] } }, resume: JSON.parse(persisted) }),
+    );
+    expect(second.handleCallback(params)).toBe('accepted');
+    expect(await listTools(second, d.mcp.url)).toBe(200);
+    expect(second.handleCallback(params)).toBe('rejected');
+    expect(d.as.counts['token:authorization_code']).toBe(1);
+    expect(d.as.counts.authorize).toBe(1);
+    expect((await store.get(d.mcp.url, 'tokens'))?.value.issuer).toBe(d.as.issuer);
+  });
+});
+
+describe('authorization-server change', () => {
+  it('registers at the new server and never sends the old client_id there', async () => {
+    const d = await deploy();
+    const store = createMemoryStore();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const oldClientId = (await store.get(d.mcp.url, 'client'))?.value.client_id;
+    expect(oldClientId).toBeDefined();
+
+    const as2 = await startAuthorizationServer();
+    cleanups.push(() => as2.close());
+    d.mcp.options.authorizationServer = as2;
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    expect(as2.counts.register).toBe(1);
+    const leaked = as2.requests.filter((r) => r.query.includes(oldClientId!) || r.body.includes(oldClientId!) || JSON.stringify(r.headers).includes(oldClientId!));
+    expect(leaked).toHaveLength(0);
+    const client = await store.get(d.mcp.url, 'client');
+    expect(client?.value.issuer).toBe(as2.issuer);
+  });
+});
+
+describe('where the token goes', () => {
+  it('never attaches the token to another origin, and passes other requests through', async () => {
+    const d = await deploy();
+    const seen: Array<string | undefined> = [];
+    const other = await startRawServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200).end('ok');
+    });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const response = await session.fetch(`${other.url}/anything`);
+    expect(await response.text()).toBe('ok');
+    expect(seen).toEqual([undefined]);
+  });
+
+  it('does not follow a cross-origin redirect with the token', async () => {
+    const d = await deploy();
+    const seen: Array<string | undefined> = [];
+    const other = await startRawServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200).end('elsewhere');
+    });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const redirecting = await startRawServer((_req, res) => res.writeHead(307, { location: `${other.url}/x` }).end());
+    const session2 = track(createOAuthSession({ serverUrl: `${redirecting.url}/mcp`, openAuthorizationUrl: headlessOpener() }));
+    const response = await session2.fetch(`${redirecting.url}/mcp`, rpc('tools/list'));
+    expect(response.status).toBe(307);
+    expect(seen).toHaveLength(0);
+  });
+});
+
+describe('failures are typed and name the step', () => {
+  it('an unreachable authorization server is a network error naming the step, with the cause attached', async () => {
+    const { url } = await startRawServer((req, res) => {
+      const origin = `http://${req.headers.host}`;
+      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        // Port 9 (discard) on loopback: nothing listens there.
+        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: ['http://127.0.0.1:9'] }));
+        return;
+      }
+      res.writeHead(401, { 'www-authenticate': 'Bearer' }).end();
+    });
+    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener() }));
+    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(OAuthNetworkError);
+    expect((error as OAuthFlowError).code).toBe('network.unreachable');
+    expect((error as OAuthFlowError).message).toContain('asm');
+    expect((error as Error).cause).toBeDefined();
+  });
+
+  it('a token endpoint that is down is a network error naming the token step, with the cause', async () => {
+    const d = await deploy();
+    const clock = manualClock();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, clock: clock.now, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    await d.as.close();
+    clock.advance(3600_000);
+    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(OAuthNetworkError);
+    expect((error as OAuthFlowError).code).toMatch(/^network\./);
+    expect((error as OAuthFlowError).message).toContain('refresh');
+    expect((error as Error).cause).toBeDefined();
+  });
+
+  it('rejects bad options before any network activity, naming the field', () => {
+    let error: unknown;
+    try {
+      createOAuthSession({ serverUrl: 'https://mcp.example/mcp', client: { metadataUrl: 'http://client.example/meta.json' } });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(OAuthConfigError);
+    expect((error as Error).message).toContain('client.metadataUrl');
+
+    expect(() => createOAuthSession({ serverUrl: 'https://mcp.example/mcp', client: { metadataUrl: 'https://client.example/' } })).toThrow(/client\.metadataUrl/);
+    expect(() => createOAuthSession({ serverUrl: 'http://mcp.example/mcp' })).toThrow(/serverUrl/);
+    expect(() =>
+      createOAuthSession({ serverUrl: 'https://mcp.example/mcp', client: { preregistered: { client_id: 'x', token_endpoint_auth_method: 'client_secret_basic' } } }),
+    ).toThrow(/client\.preregistered\.client_secret/);
+  });
+
+  it('keeps secrets out of the trace, errors and inspection', async () => {
+    const d = await deploy();
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const token = await session.getAccessToken();
+    const trace = JSON.stringify(session.trace());
+    const issued = d.as.requests.filter((r) => r.path === '/token').map((r) => new URLSearchParams(r.body));
+    const code = issued[0]?.get('code');
+    const verifier = issued[0]?.get('code_verifier');
+    for (const secret of [token, code, verifier]) {
+      expect(secret).toBeTruthy();
+      expect(trace).not.toContain(secret!);
+    }
+    const { inspect } = await import('node:util');
+    expect(inspect(session)).not.toContain(token);
+    expect(JSON.stringify(session)).not.toContain(token);
   });
 });
