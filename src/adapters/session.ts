@@ -115,7 +115,9 @@ class Session implements OAuthSession {
       ? createActor(oauthMachine, { snapshot: resume, input: resolved.config })
       : createActor(oauthMachine, { input: resolved.config });
     this.actor.on('*', (effect) => {
-      this.recorder.effect(this.clock(), this.state, effect as EngineEffect);
+      // Effects emitted while an event is processed are recorded after that event, in causal order.
+      if (this.heldEffects) this.heldEffects.push(effect as EngineEffect);
+      else this.recorder.effect(this.clock(), this.state, effect as EngineEffect);
       // Effects run after the transition that emitted them has finished.
       queueMicrotask(() => this.perform(effect as EngineEffect));
     });
@@ -144,10 +146,21 @@ class Session implements OAuthSession {
     return this.restored;
   }
 
+  private heldEffects: EngineEffect[] | undefined;
+
   private send(event: EngineEvent): void {
     if (this.closed) return;
-    this.actor.send(event);
-    this.recorder.event(this.clock(), this.state, event);
+    const outer = this.heldEffects;
+    const held: EngineEffect[] = [];
+    this.heldEffects = held;
+    try {
+      this.actor.send(event);
+    } finally {
+      this.heldEffects = outer;
+    }
+    const at = this.clock();
+    this.recorder.event(at, this.state, event);
+    for (const effect of held) this.recorder.effect(at, this.state, effect);
   }
 
   private settled(): boolean {
@@ -155,6 +168,8 @@ class Session implements OAuthSession {
   }
 
   private onSnapshot(snapshot: EngineSnapshot): void {
+    // The state a failure happened in is the last one seen before `failed`.
+    if (!snapshot.matches('failed')) this.lastFlowState = statePath(snapshot.value);
     if (!snapshot.hasTag('waiting')) this.disarmCallbackDeadline();
     if (snapshot.hasTag('settled')) {
       this.interaction?.abort();
@@ -251,7 +266,6 @@ class Session implements OAuthSession {
     if (this.closed) return;
     switch (effect.type) {
       case 'http.request':
-        this.lastFlowState = this.state;
         void this.performHttp(effect.request);
         return;
       case 'redirect.prepare':
@@ -270,9 +284,6 @@ class Session implements OAuthSession {
         this.queueStoreWrite(effect.kind, async () => {
           await this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration });
         });
-        return;
-      case 'flow.failed':
-        this.lastFlowState = this.lastFlowState ?? this.state;
         return;
       default:
         return;
