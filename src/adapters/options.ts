@@ -41,7 +41,7 @@ export interface OAuthSessionOptions {
   redirect?: { loopback: { host?: '127.0.0.1' | '::1' | 'localhost'; port?: number; path?: string } } | { uri: string };
   /** Shows the authorization URL to the user; may return the redirect's query itself (headless agents). */
   openAuthorizationUrl?: AuthorizationUrlOpener;
-  deadlines?: { oauthRequestMs?: number; callbackMs?: number; mcpHeadersMs?: number; connectMs?: number };
+  deadlines?: { oauthRequestMs?: number; callbackMs?: number; mcpHeadersMs?: number; connectMs?: number; storeMs?: number };
   maxBodyBytes?: number;
   policy?: Partial<EnginePolicy>;
   protocolVersion?: string;
@@ -76,7 +76,7 @@ export interface ResolvedOptions {
   config: EngineConfig;
   storeKey: string;
   redirect: { kind: 'loopback'; host: '127.0.0.1' | '::1' | 'localhost'; port: number; path: string } | { kind: 'fixed'; uri: string };
-  deadlines: { oauthRequestMs: number; callbackMs: number; mcpHeadersMs: number; connectMs: number };
+  deadlines: { oauthRequestMs: number; callbackMs: number; mcpHeadersMs: number; connectMs: number; storeMs: number };
   maxBodyBytes: number;
 }
 
@@ -113,7 +113,7 @@ const OptionsSchema = z.object({
     ])
     .optional(),
   deadlines: z
-    .object({ oauthRequestMs: positiveMs.optional(), callbackMs: positiveMs.optional(), mcpHeadersMs: positiveMs.optional(), connectMs: positiveMs.optional() })
+    .object({ oauthRequestMs: positiveMs.optional(), callbackMs: positiveMs.optional(), mcpHeadersMs: positiveMs.optional(), connectMs: positiveMs.optional(), storeMs: positiveMs.optional() })
     .optional(),
   maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).optional(),
   protocolVersion: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional(),
@@ -215,6 +215,7 @@ export function resolveOptions(options: OAuthSessionOptions): ResolvedOptions {
       callbackMs: input.deadlines?.callbackMs ?? 300_000,
       mcpHeadersMs: input.deadlines?.mcpHeadersMs ?? 60_000,
       connectMs: input.deadlines?.connectMs ?? 10_000,
+      storeMs: input.deadlines?.storeMs ?? 20_000,
     },
     maxBodyBytes: input.maxBodyBytes ?? 1024 * 1024,
   };

@@ -6,7 +6,7 @@
  */
 import { Agent, fetch as undiciFetch, type Dispatcher } from 'undici';
 import { createActor, type Actor, type SnapshotFrom } from 'xstate';
-import { flowError, OAuthFlowError, toError, type FlowErrorData } from '../machines/errors.js';
+import { flowError, OAuthFlowError, OAuthStoreError, toError, type FlowErrorData } from '../machines/errors.js';
 import type { HttpRequest } from '../machines/http.js';
 import { oauthMachine } from '../machines/oauth.machine.js';
 import type { EngineEffect, EngineEvent } from '../machines/oauth.types.js';
@@ -78,7 +78,7 @@ class Session implements OAuthSession {
   private readonly ownsMcpDispatcher: boolean;
   private readonly policy: Promise<NetworkPolicy>;
   private oauthAgent: Agent | undefined;
-  private readonly restored: Promise<void>;
+  private restoring: Promise<void> | undefined;
   private isRestored = false;
   private inFlight: Promise<void> | undefined;
   private readonly settleWaiters = new Set<() => void>();
@@ -126,12 +126,11 @@ class Session implements OAuthSession {
 
     if (resume) {
       this.isRestored = true;
-      this.restored = Promise.resolve();
       if (this.actor.getSnapshot().hasTag('waiting')) this.armCallbackDeadline();
       if (!this.settled()) this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
     } else {
-      this.restored = this.loadStore();
-      this.restored.catch(() => undefined);
+      this.restoring = this.loadStore();
+      this.restoring.catch(() => undefined);
     }
 
     this.interceptor = this.interceptor.bind(this);
@@ -143,7 +142,14 @@ class Session implements OAuthSession {
   }
 
   ready(): Promise<void> {
-    return this.restored;
+    return this.restored();
+  }
+
+  /** Stored records, loaded once; a failed load (store down) is retried by the next caller. */
+  private restored(): Promise<void> {
+    if (this.isRestored) return Promise.resolve();
+    this.restoring ??= this.loadStore();
+    return this.restoring;
   }
 
   private heldEffects: EngineEffect[] | undefined;
@@ -207,17 +213,34 @@ class Session implements OAuthSession {
   private lastFlowState: string | undefined;
 
   private async loadStore(): Promise<void> {
-    const key = this.resolved.storeKey;
     try {
-      const [tokens, client, discovery] = await Promise.all([
-        this.store.get(key, 'tokens'),
-        this.store.get(key, 'client'),
-        this.store.get(key, 'discovery'),
-      ]);
+      const [tokens, client, discovery] = await this.storeCall('load', () => this.readRecords());
       this.send({ type: 'store.loaded', tokens, client, discovery });
-    } finally {
       this.isRestored = true;
+    } finally {
+      this.restoring = undefined;
     }
+  }
+
+  private readRecords() {
+    const key = this.resolved.storeKey;
+    return Promise.all([this.store.get(key, 'tokens'), this.store.get(key, 'client'), this.store.get(key, 'discovery')]);
+  }
+
+  /** A store is user code: its calls get a deadline like every other wait. */
+  private storeCall<T>(what: string, call: () => Promise<T>): Promise<T> {
+    const ms = this.resolved.deadlines.storeMs;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new OAuthStoreError({ code: 'store.timeout', message: `store ${what} took longer than ${ms} ms` })), ms);
+    });
+    const attempt = Promise.resolve()
+      .then(call)
+      .catch((error: unknown) => {
+        if (error instanceof OAuthFlowError) throw error;
+        throw new OAuthStoreError({ code: 'store.failed', message: `store ${what} failed` }, { cause: error });
+      });
+    return Promise.race([attempt, deadline]).finally(() => clearTimeout(timer));
   }
 
   // ------------------------------------------------------------------ single-flight triggers
@@ -236,7 +259,9 @@ class Session implements OAuthSession {
     let lease: Lease | undefined;
     if (this.store.lease) {
       const waitMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
-      lease = await this.store.lease(this.resolved.storeKey, { ttlMs: waitMs, waitMs, signal: this.lifetime.signal });
+      const store = this.store as Required<CredentialStore>;
+      // The lease's own wait is bounded by waitMs; the store call deadline only guards a store that never answers.
+      lease = await store.lease(this.resolved.storeKey, { ttlMs: waitMs, waitMs, signal: this.lifetime.signal });
     }
     try {
       if (lease) await this.adoptNewerRecords();
@@ -251,13 +276,9 @@ class Session implements OAuthSession {
 
   /** Under the lease: a sibling may have refreshed or signed in while we waited. */
   private async adoptNewerRecords(): Promise<void> {
-    const key = this.resolved.storeKey;
-    const tokens = await this.store.get(key, 'tokens');
+    const [tokens, client, discovery] = await this.storeCall('reload', () => this.readRecords());
     const known = this.actor.getSnapshot().context.generations.tokens;
-    if (tokens && tokens.generation !== known) {
-      const [client, discovery] = await Promise.all([this.store.get(key, 'client'), this.store.get(key, 'discovery')]);
-      this.send({ type: 'store.loaded', tokens, client, discovery });
-    }
+    if (tokens && tokens.generation !== known) this.send({ type: 'store.loaded', tokens, client, discovery });
   }
 
   // ------------------------------------------------------------------ effects
@@ -282,7 +303,7 @@ class Session implements OAuthSession {
         return;
       case 'store.clear':
         this.queueStoreWrite(effect.kind, async () => {
-          await this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration });
+          await this.storeCall('delete', () => this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration }));
         });
         return;
       default:
@@ -408,8 +429,11 @@ class Session implements OAuthSession {
   private async save(kind: RecordKind, value: RecordTypes[RecordKind]): Promise<void> {
     const key = this.resolved.storeKey;
     const known = this.actor.getSnapshot().context.generations[kind];
-    let result = await this.store.set(key, kind, value, { ifGeneration: known });
-    if (!result.ok) result = await this.store.set(key, kind, value, { ifGeneration: result.current?.generation ?? 0 });
+    let result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: known }));
+    if (!result.ok) {
+      const current = result.current?.generation ?? 0;
+      result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: current }));
+    }
     if (result.ok) this.send({ type: 'store.saved', kind, generation: result.generation });
     else throw new Error('the record changed twice while saving');
   }
@@ -434,7 +458,7 @@ class Session implements OAuthSession {
     for (let round = 0; round < MAX_ATTEMPTS; round++) {
       const current = this.currentAuthorization();
       if (current) return current;
-      await this.restored;
+      await this.restored();
       if (this.currentAuthorization()) continue;
       // Expired (or a flow is running): one refresh or flow for everybody, then look again.
       await this.trigger({ type: 'token.check', at: this.clock() });
@@ -561,7 +585,7 @@ class Session implements OAuthSession {
   // ------------------------------------------------------------------ explicit operations
 
   async authorize(): Promise<void> {
-    await this.restored;
+    await this.restored();
     const current = this.currentAuthorization();
     if (current?.header) return;
     if (this.actor.getSnapshot().context.tokens) {

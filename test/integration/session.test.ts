@@ -537,6 +537,25 @@ describe('failures are typed and name the step', () => {
     ).toThrow(/client\.preregistered\.client_secret/);
   });
 
+  it('a store that never answers fails the request with store.timeout, and a later request loads again', async () => {
+    const d = await deploy();
+    const real = createMemoryStore();
+    let hang = true;
+    const store: typeof real = {
+      ...real,
+      get: ((key: string, kind: 'tokens') => (hang ? new Promise(() => undefined) : real.get(key, kind))) as typeof real.get,
+    };
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, deadlines: { storeMs: 100 }, openAuthorizationUrl: headlessOpener() }));
+    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as OAuthFlowError).code).toBe('store.timeout');
+    expect(d.totalRequests()).toBe(0);
+    hang = false;
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+  });
+
   it('keeps secrets out of the trace, errors and inspection', async () => {
     const d = await deploy();
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
