@@ -3,63 +3,16 @@
  * use), Client ID Metadata Documents, the remembered loopback port (DESIGN policy 12) and the file
  * store's lease making two sessions refresh once.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startAuthorizationServer } from '../../examples/demo/authorizationServer.js';
-import { createOAuthSession, type OAuthSession } from '../../src/adapters/session.js';
+import { createOAuthSession } from '../../src/adapters/session.js';
 import { createFileStore } from '../../src/adapters/stores/file.js';
 import { createMemoryStore } from '../../src/adapters/stores/memory.js';
-import { OAuthFlowError } from '../../src/machines/errors.js';
-import { headlessOpener, rpc, startDeployment, type Deployment } from '../support/deployment.js';
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function deploy(...args: Parameters<typeof startDeployment>): Promise<Deployment> {
-  const deployment = await startDeployment(...args);
-  cleanups.push(() => deployment.close());
-  return deployment;
-}
-
-function track(session: OAuthSession): OAuthSession {
-  cleanups.push(() => session.close());
-  return session;
-}
-
-async function status(session: OAuthSession, url: string): Promise<number> {
-  const response = await session.fetch(url, rpc('tools/list'));
-  await response.text();
-  return response.status;
-}
-
-async function failure(promise: Promise<unknown>): Promise<OAuthFlowError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(OAuthFlowError);
-  return error as OAuthFlowError;
-}
-
-/** Holds a loopback port so the engine cannot bind it. */
-async function occupy(port = 0): Promise<{ port: number; server: Server }> {
-  const server = createServer((_req, res) => res.end());
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { port: (server.address() as AddressInfo).port, server };
-}
-
-async function freePort(): Promise<number> {
-  const { port, server } = await occupy();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+import { headlessOpener, rpc } from '../support/deployment.js';
+import { deploy, failure, freePort, listTools, occupy, onCleanup, track } from '../support/harness.js';
 
 describe('pre-registered client', () => {
   it('uses configured credentials (Basic, form-urlencoded), binds them to the first issuer and never registers', async () => {
@@ -83,7 +36,7 @@ describe('pre-registered client', () => {
         openAuthorizationUrl: headlessOpener(),
       }),
     );
-    expect(await status(session, d.mcp.url)).toBe(200);
+    expect(await listTools(session, d.mcp.url)).toBe(200);
     expect(d.as.counts.register ?? 0).toBe(0);
     const token = d.as.requests.find((r) => r.path === '/token');
     expect(token?.headers.authorization).toBe(`Basic ${Buffer.from('pre%3Aregistered:se%25cr%3Aet').toString('base64')}`);
@@ -93,7 +46,7 @@ describe('pre-registered client', () => {
 
     // The server now names another authorization server: the secret must not go there.
     const as2 = await startAuthorizationServer();
-    cleanups.push(() => as2.close());
+    onCleanup(() => as2.close());
     d.mcp.options.authorizationServer = as2;
     const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
     expect(error.code).toBe('client.issuer_mismatch');
@@ -102,7 +55,7 @@ describe('pre-registered client', () => {
 
   it('a fixed redirect port that is taken is a typed error naming the port; no browser opens', async () => {
     const d = await deploy();
-    const { port } = await occupy();
+    const port = await occupy();
     const opened = { opened: 0 };
     const session = track(
       createOAuthSession({
@@ -124,7 +77,7 @@ describe('remembered loopback port (DESIGN policy 12)', () => {
     const d = await deploy();
     const store = createMemoryStore();
     const first = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
-    expect(await status(first, d.mcp.url)).toBe(200);
+    expect(await listTools(first, d.mcp.url)).toBe(200);
     const registered = (await store.get(d.mcp.url, 'client'))?.value.redirect_uris[0];
     expect(registered).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/callback$/);
     await first.close();
@@ -132,7 +85,7 @@ describe('remembered loopback port (DESIGN policy 12)', () => {
     // A new authorization with the port free: the same redirect URI, no new registration.
     await store.delete(d.mcp.url, 'tokens', { ifGeneration: (await store.get(d.mcp.url, 'tokens'))!.generation });
     const second = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
-    expect(await status(second, d.mcp.url)).toBe(200);
+    expect(await listTools(second, d.mcp.url)).toBe(200);
     expect(d.as.counts.register).toBe(1);
     expect(new URLSearchParams(d.as.requests.filter((r) => r.path === '/authorize')[1]?.query).get('redirect_uri')).toBe(registered);
     await second.close();
@@ -141,7 +94,7 @@ describe('remembered loopback port (DESIGN policy 12)', () => {
     await occupy(Number(new URL(registered!).port));
     await store.delete(d.mcp.url, 'tokens', { ifGeneration: (await store.get(d.mcp.url, 'tokens'))!.generation });
     const third = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
-    expect(await status(third, d.mcp.url)).toBe(200);
+    expect(await listTools(third, d.mcp.url)).toBe(200);
     expect(d.as.counts.register).toBe(2);
     const now = (await store.get(d.mcp.url, 'client'))?.value.redirect_uris[0];
     expect(now).not.toBe(registered);
@@ -169,7 +122,7 @@ describe('Client ID Metadata Document', () => {
         openAuthorizationUrl: headlessOpener(),
       }),
     );
-    expect(await status(session, d.mcp.url)).toBe(200);
+    expect(await listTools(session, d.mcp.url)).toBe(200);
     expect(d.as.counts.register ?? 0).toBe(0);
     const authorize = d.as.requests.find((r) => r.path === '/authorize');
     expect(new URLSearchParams(authorize?.query).get('client_id')).toBe(documentUrl);
@@ -186,7 +139,7 @@ describe('Client ID Metadata Document', () => {
         openAuthorizationUrl: headlessOpener(),
       }),
     );
-    expect(await status(session, d.mcp.url)).toBe(200);
+    expect(await listTools(session, d.mcp.url)).toBe(200);
     expect(d.as.counts.register).toBe(1);
   });
 });
@@ -195,23 +148,23 @@ describe('the file store lease across sessions', () => {
   it('two sessions sharing one file store and an expired rotating token refresh exactly once', async () => {
     const d = await deploy({ rotateRefreshTokens: true });
     const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-lease-'));
-    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    onCleanup(() => rm(directory, { recursive: true, force: true }));
     let now = Date.now();
     const clock = () => now;
     const make = () =>
       track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), clock, openAuthorizationUrl: headlessOpener() }));
     const a = make();
-    expect(await status(a, d.mcp.url)).toBe(200);
+    expect(await listTools(a, d.mcp.url)).toBe(200);
     const b = make();
-    expect(await status(b, d.mcp.url)).toBe(200);
+    expect(await listTools(b, d.mcp.url)).toBe(200);
     expect(d.as.counts.authorize).toBe(1);
 
     now += 3600_000;
     d.as.expireAllAccessTokens();
     d.resetCounts();
     const results = await Promise.all([
-      ...Array.from({ length: 50 }, () => status(a, d.mcp.url)),
-      ...Array.from({ length: 50 }, () => status(b, d.mcp.url)),
+      ...Array.from({ length: 50 }, () => listTools(a, d.mcp.url)),
+      ...Array.from({ length: 50 }, () => listTools(b, d.mcp.url)),
     ]);
     expect(results.filter((s) => s === 200)).toHaveLength(100);
     expect(d.as.counts['token:refresh_token']).toBe(1);

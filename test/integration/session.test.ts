@@ -2,62 +2,25 @@
  * The engine over real loopback HTTP against the demo authorization server and the MCP SDK's
  * server. Tests assert what was sent and stored and how many requests it took, never times.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startAuthorizationServer } from '../../examples/demo/authorizationServer.js';
 import { createHeadlessUserAgent } from '../../src/adapters/interaction/headlessUserAgent.js';
 import { createOAuthSession, type OAuthSession } from '../../src/adapters/session.js';
 import { createFileStore } from '../../src/adapters/stores/file.js';
 import { createMemoryStore } from '../../src/adapters/stores/memory.js';
-import { OAuthConfigError, OAuthFlowError, OAuthNetworkError } from '../../src/machines/errors.js';
-import { headlessOpener, rpc, startDeployment, type Deployment } from '../support/deployment.js';
+import { OAuthConfigError, OAuthNetworkError } from '../../src/machines/errors.js';
+import { headlessOpener, rpc } from '../support/deployment.js';
+import { deploy, failure, listTools, manualClock, onCleanup, startRawServer, startScriptedResource, track } from '../support/harness.js';
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
 
-async function deploy(...args: Parameters<typeof startDeployment>): Promise<Deployment> {
-  const deployment = await startDeployment(...args);
-  cleanups.push(() => deployment.close());
-  return deployment;
-}
 
-function track(session: OAuthSession): OAuthSession {
-  cleanups.push(() => session.close());
-  return session;
-}
 
-async function listTools(session: OAuthSession, url: string): Promise<number> {
-  const response = await session.fetch(url, rpc('tools/list'));
-  await response.text();
-  return response.status;
-}
 
-/** A clock the test moves, so expiry is data rather than waiting. */
-function manualClock(start = Date.now()): { now: () => number; advance: (ms: number) => void } {
-  let now = start;
-  return { now: () => now, advance: (ms) => (now += ms) };
-}
-
-async function startRawServer(handler: Parameters<typeof createServer>[1]): Promise<{ url: string; server: Server }> {
-  const server = createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 describe('cold flow and stored tokens', () => {
   it('takes exactly 7 requests cold (401, PRM, AS metadata, register, authorize, token, retry), then 1 with stored tokens', async () => {
@@ -90,7 +53,7 @@ describe('cold flow and stored tokens', () => {
   it('survives a restart through the file store: no second login, records 0600 in a 0700 directory', async () => {
     const d = await deploy();
     const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-store-'));
-    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    onCleanup(() => rm(directory, { recursive: true, force: true }));
     const opened = { opened: 0 };
     const first = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), openAuthorizationUrl: headlessOpener(opened) }));
     expect(await listTools(first, d.mcp.url)).toBe(200);
@@ -108,7 +71,7 @@ describe('cold flow and stored tokens', () => {
   it('refreshes after a restart when the stored token expired, using the stored token endpoint', async () => {
     const d = await deploy();
     const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-store-'));
-    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    onCleanup(() => rm(directory, { recursive: true, force: true }));
     const clock = manualClock();
     const first = track(createOAuthSession({ serverUrl: d.mcp.url, store: createFileStore({ directory }), clock: clock.now, openAuthorizationUrl: headlessOpener() }));
     expect(await listTools(first, d.mcp.url)).toBe(200);
@@ -172,7 +135,7 @@ describe('single-flight', () => {
     const clock = manualClock();
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, clock: clock.now, openAuthorizationUrl: headlessOpener() }));
     const agent = new Agent().compose(session.interceptor);
-    cleanups.push(() => agent.close());
+    onCleanup(() => agent.close());
     const call = async () => {
       const init = rpc('tools/list');
       const response = await request(d.mcp.url, { method: 'POST', headers: init.headers as Record<string, string>, body: init.body as string, dispatcher: agent });
@@ -253,60 +216,37 @@ describe('step-up', () => {
 
   it('stops after 3 authorizations when every answer demands another scope', async () => {
     const as = await startAuthorizationServer({ scopesSupported: ['s1', 's2', 's3', 's4', 's5', 's6'] });
-    cleanups.push(() => as.close());
+    onCleanup(() => as.close());
     let demanded = 0;
-    const { url } = await startRawServer((req, res) => {
-      const origin = `http://${req.headers.host}`;
-      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: [as.issuer] }));
-        return;
-      }
-      const metadata = `resource_metadata="${origin}/.well-known/oauth-protected-resource/mcp"`;
-      if (!req.headers.authorization) {
-        res.writeHead(401, { 'www-authenticate': `Bearer ${metadata}, scope="s1"` });
-        res.end();
-        return;
-      }
+    const { url } = await startScriptedResource(as.issuer, (authorization, metadata) => {
+      if (!authorization) return { status: 401, wwwAuthenticate: `Bearer ${metadata}, scope="s1"` };
       demanded += 1;
       const scope = Array.from({ length: demanded + 1 }, (_, i) => `s${i + 1}`).join(' ');
-      res.writeHead(403, { 'www-authenticate': `Bearer error="insufficient_scope", scope="${scope}", ${metadata}` });
-      res.end();
+      return { status: 403, wwwAuthenticate: `Bearer error="insufficient_scope", scope="${scope}", ${metadata}` };
     });
     const opened = { opened: 0 };
-    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener(opened) }));
-    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(OAuthFlowError);
-    expect((error as OAuthFlowError).code).toBe('flow.authorization_limit');
+    const session = track(createOAuthSession({ serverUrl: url, openAuthorizationUrl: headlessOpener(opened) }));
+    const error = await failure(session.fetch(url, rpc('tools/list')));
+    expect(error.code).toBe('flow.authorization_limit');
     expect(opened.opened).toBe(3);
     expect(as.counts.authorize).toBe(3);
   });
 
   it('a 403 whose scope is already granted is final: no re-authorization', async () => {
     const as = await startAuthorizationServer();
-    cleanups.push(() => as.close());
-    const { url } = await startRawServer((req, res) => {
-      const origin = `http://${req.headers.host}`;
-      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: [as.issuer], scopes_supported: ['mcp:read'] }));
-        return;
-      }
-      const status = req.headers.authorization ? 403 : 401;
-      const error = status === 403 ? 'error="insufficient_scope", ' : '';
-      res.writeHead(status, { 'www-authenticate': `Bearer ${error}scope="mcp:read"` });
-      res.end();
-    });
-    const opened = { opened: 0 };
-    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener(opened) }));
-    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
+    onCleanup(() => as.close());
+    const { url } = await startScriptedResource(
+      as.issuer,
+      (authorization) =>
+        authorization
+          ? { status: 403, wwwAuthenticate: 'Bearer error="insufficient_scope", scope="mcp:read"' }
+          : { status: 401, wwwAuthenticate: 'Bearer scope="mcp:read"' },
+      { scopes_supported: ['mcp:read'] },
     );
-    expect((error as OAuthFlowError).code).toBe('scope.insufficient');
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: url, openAuthorizationUrl: headlessOpener(opened) }));
+    const error = await failure(session.fetch(url, rpc('tools/list')));
+    expect(error.code).toBe('scope.insufficient');
     expect(opened.opened).toBe(1);
   });
 });
@@ -354,11 +294,8 @@ describe('authorization response checks', () => {
         },
       }),
     );
-    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect((error as OAuthFlowError).code).toBe('callback.timeout');
+    const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
+    expect(error.code).toBe('callback.timeout');
     expect(d.as.counts['POST /token'] ?? 0).toBe(0);
     expect(await store.get(d.mcp.url, 'tokens')).toBeUndefined();
   });
@@ -367,11 +304,8 @@ describe('authorization response checks', () => {
     const d = await deploy({ issParameter: 'wrong' });
     const store = createMemoryStore();
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, openAuthorizationUrl: headlessOpener() }));
-    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect((error as OAuthFlowError).code).toBe('callback.iss_mismatch');
+    const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
+    expect(error.code).toBe('callback.iss_mismatch');
     expect(d.as.counts['POST /token'] ?? 0).toBe(0);
     expect(await store.get(d.mcp.url, 'tokens')).toBeUndefined();
   });
@@ -379,13 +313,9 @@ describe('authorization response checks', () => {
   it('an error redirect becomes a typed error naming the OAuth error', async () => {
     const d = await deploy({ denyConsent: true });
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
-    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(OAuthFlowError);
-    expect((error as OAuthFlowError).code).toBe('authorize.access_denied');
-    expect((error as OAuthFlowError).oauthError).toBe('access_denied');
+    const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
+    expect(error.code).toBe('authorize.access_denied');
+    expect(error.oauthError).toBe('access_denied');
   });
 });
 
@@ -437,7 +367,7 @@ describe('authorization-server change', () => {
     expect(oldClientId).toBeDefined();
 
     const as2 = await startAuthorizationServer();
-    cleanups.push(() => as2.close());
+    onCleanup(() => as2.close());
     d.mcp.options.authorizationServer = as2;
     expect(await listTools(session, d.mcp.url)).toBe(200);
     expect(as2.counts.register).toBe(1);
@@ -482,25 +412,14 @@ describe('where the token goes', () => {
 
 describe('failures are typed and name the step', () => {
   it('an unreachable authorization server is a network error naming the step, with the cause attached', async () => {
-    const { url } = await startRawServer((req, res) => {
-      const origin = `http://${req.headers.host}`;
-      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        // Port 9 (discard) on loopback: nothing listens there.
-        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: ['http://127.0.0.1:9'] }));
-        return;
-      }
-      res.writeHead(401, { 'www-authenticate': 'Bearer' }).end();
-    });
-    const session = track(createOAuthSession({ serverUrl: `${url}/mcp`, openAuthorizationUrl: headlessOpener() }));
-    const error = await session.fetch(`${url}/mcp`, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    // Port 9 (discard) on loopback: nothing listens there.
+    const { url } = await startScriptedResource('http://127.0.0.1:9', () => ({ status: 401, wwwAuthenticate: 'Bearer' }));
+    const session = track(createOAuthSession({ serverUrl: url, openAuthorizationUrl: headlessOpener() }));
+    const error = await failure(session.fetch(url, rpc('tools/list')));
     expect(error).toBeInstanceOf(OAuthNetworkError);
-    expect((error as OAuthFlowError).code).toBe('network.unreachable');
-    expect((error as OAuthFlowError).message).toContain('asm');
-    expect((error as Error).cause).toBeDefined();
+    expect(error.code).toBe('network.unreachable');
+    expect(error.message).toContain('asm');
+    expect(error.cause).toBeDefined();
   });
 
   it('a token endpoint that is down is a network error naming the token step, with the cause', async () => {
@@ -510,14 +429,11 @@ describe('failures are typed and name the step', () => {
     expect(await listTools(session, d.mcp.url)).toBe(200);
     await d.as.close();
     clock.advance(3600_000);
-    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
     expect(error).toBeInstanceOf(OAuthNetworkError);
-    expect((error as OAuthFlowError).code).toMatch(/^network\./);
-    expect((error as OAuthFlowError).message).toContain('refresh');
-    expect((error as Error).cause).toBeDefined();
+    expect(error.code).toMatch(/^network\./);
+    expect(error.message).toContain('refresh');
+    expect(error.cause).toBeDefined();
   });
 
   it('rejects bad options before any network activity, naming the field', () => {
@@ -546,11 +462,8 @@ describe('failures are typed and name the step', () => {
       get: ((key: string, kind: 'tokens') => (hang ? new Promise(() => undefined) : real.get(key, kind))) as typeof real.get,
     };
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, store, deadlines: { storeMs: 100 }, openAuthorizationUrl: headlessOpener() }));
-    const error = await session.fetch(d.mcp.url, rpc('tools/list')).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect((error as OAuthFlowError).code).toBe('store.timeout');
+    const error = await failure(session.fetch(d.mcp.url, rpc('tools/list')));
+    expect(error.code).toBe('store.timeout');
     expect(d.totalRequests()).toBe(0);
     hang = false;
     expect(await listTools(session, d.mcp.url)).toBe(200);

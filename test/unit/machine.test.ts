@@ -596,6 +596,28 @@ describe('refresh', () => {
     driver.respond(500, 'down');
     failedWith(driver, 'token.http_status');
   });
+
+  it('a 401 after a refresh already tried for this operation re-discovers instead of refreshing again', () => {
+    const tried = loaded({ ...EXPIRED_TOKENS, expires_at: 9e12 });
+    const effects = tried.send(unauthorized({ tokenVersion: tried.snapshot.context.tokenVersion, refreshes: 1 }));
+    expect(tried.matches('flow.resource.discovering'), stateOf(tried.snapshot)).toBe(true);
+    expect(types(effects)).toEqual([`http.request GET ${PRM_PATH_URL}`]);
+
+    const fresh = loaded({ ...EXPIRED_TOKENS, expires_at: 9e12 });
+    const refresh = fresh.send(unauthorized({ tokenVersion: fresh.snapshot.context.tokenVersion, refreshes: 0 }));
+    expect(fresh.matches('refreshing')).toBe(true);
+    expect(refresh.map((e) => e.type === 'http.request' && e.request.step)).toEqual(['refresh']);
+  });
+
+  it('after a failure, a new 401 starts a new flow', () => {
+    const driver = toAwaitingCallback();
+    driver.send({ type: 'timeout', id: 'callback' });
+    failedWith(driver, 'callback.timeout');
+    const effects = driver.send(unauthorized({ at: 2_000_000 }));
+    expect(driver.matches('flow.resource.discovering'), stateOf(driver.snapshot)).toBe(true);
+    expect(types(effects)).toEqual([`http.request GET ${PRM_PATH_URL}`]);
+    expect(driver.snapshot.context.error).toBeUndefined();
+  });
 });
 
 // ---------------------------------------------------------------- step-up and budgets
@@ -660,6 +682,34 @@ describe('step-up and budgets', () => {
     under.send({ type: 'store.loaded' });
     under.send(unauthorized({ authorizations: 2 }));
     expect(under.matches('flow.resource.discovering')).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------- known engine bugs
+// `it.fails` pins a bug: each body states the correct behaviour and currently fails.
+// When the engine is fixed, vitest reports these as failing: turn them into plain `it`.
+
+describe('known engine bugs', () => {
+  it.fails('BUG: step-up with tokens loaded from the store (no metadata in context) discovers PRM', () => {
+    const driver = loaded({ ...EXPIRED_TOKENS, expires_at: 9e12 });
+    const effects = driver.send(
+      unauthorized({ status: 403, wwwAuthenticate: 'Bearer error="insufficient_scope", scope="mcp:write"', tokenVersion: driver.snapshot.context.tokenVersion }),
+    );
+    // Seen: flow.resource.discovering with prmCandidates [] and pendingId set, no effect at all (stuck).
+    expect(driver.matches('flow.resource.discovering')).toBe(true);
+    expect(types(effects)).toEqual([`http.request GET ${PRM_PATH_URL}`]);
+  });
+
+  it.fails('BUG: an authorization endpoint already carrying scope= fails instead of waiting for a callback that never comes', () => {
+    const world = coldWorld({
+      callback: undefined,
+      routes: { ...coldWorld().routes, [`GET ${asmUrl(ISSUER)}`]: { status: 200, body: asmDoc(ISSUER, { authorization_endpoint: `${ISSUER}/authorize?scope=openid` }) } },
+    });
+    const driver = new Driver(config());
+    driver.send({ type: 'store.loaded' });
+    driver.run(unauthorized(), world);
+    // Seen: awaitingCallback, no browser.open, no transaction; every callback is then ignored until the deadline.
+    failedWith(driver, 'asm.invalid_authorization_endpoint');
   });
 });
 
@@ -762,6 +812,16 @@ describe('client identity', () => {
     expect(prepare).toEqual({ type: 'redirect.prepare', preferredRedirectUri: REDIRECT, fixed: true });
     expect(browserUrl(driver.effects).searchParams.get('client_id')).toBe(cimd);
     expect(form(driver.lastRequest().body).client_id).toBe(cimd);
+  });
+
+  it('a CIMD client on a port it did not list fails callback.port_unavailable', () => {
+    const world = coldWorld({
+      redirectUri: 'http://127.0.0.1:40000/callback',
+      routes: { ...coldWorld().routes, [`GET ${asmUrl(ISSUER)}`]: { status: 200, body: asmDoc(ISSUER, { client_id_metadata_document_supported: true }) } },
+    });
+    const driver = coldFlow(world, config({ clientMetadataUrl: 'https://app.example/oauth/client.json' }));
+    failedWith(driver, 'callback.port_unavailable');
+    expect(driver.effects.some((e) => e.type === 'browser.open')).toBe(false);
   });
 
   it('without CIMD support on the server, the metadata URL is not used', () => {
