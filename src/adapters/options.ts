@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { OAuthConfigError } from '../machines/errors.js';
 import type { EngineConfig, EnginePolicy, PreregisteredClient } from '../machines/oauth.types.js';
+import { DEFAULT_POLICY } from '../machines/policy.js';
 import { ClientMetadataSchema, TokenEndpointAuthMethodSchema, type ClientMetadata } from '../machines/schemas.js';
 import type { CredentialStore } from '../machines/store.js';
 import { canonicalServerUrl, clientIdMetadataUrlProblem, isAllowedOAuthUrl } from '../machines/urls.js';
@@ -60,17 +61,6 @@ export interface OAuthSessionOptions {
   observe?: (entry: TraceEntry) => void;
 }
 
-export const DEFAULT_POLICY: EnginePolicy = {
-  resourceMatch: 'exact',
-  allowedMetadataOrigins: [],
-  legacyFallback: true,
-  pkceQuirkIssuers: [],
-  allowUnadvertisedPkce: false,
-  refreshSkewMs: 60_000,
-  maxAuthorizations: 3,
-  minTokenLifetimeSeconds: 1,
-  maxTokenLifetimeSeconds: 366 * 24 * 3600,
-};
 
 export interface ResolvedOptions {
   config: EngineConfig;

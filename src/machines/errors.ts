@@ -25,7 +25,7 @@ const MAX_UNTRUSTED = 256;
 /** Server-supplied text as it may appear in a message: JSON-escaped, at most 256 characters. */
 export function quoteUntrusted(value: unknown): string {
   const text = typeof value === 'string' ? value : String(value);
-  const cut = text.length > MAX_UNTRUSTED ? `${text.slice(0, MAX_UNTRUSTED)}…` : text;
+  const cut = text.length > MAX_UNTRUSTED ? `${text.slice(0, MAX_UNTRUSTED - 1)}…` : text;
   return JSON.stringify(cut);
 }
 

@@ -8,3 +8,4 @@ export { parseWWWAuthenticate, readBearerChallenge, type BearerChallenge, type C
 export * as urls from './urls.js';
 export * as steps from './steps/index.js';
 export * from './schemas.js';
+export { DEFAULT_POLICY } from './policy.js';

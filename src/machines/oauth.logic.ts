@@ -6,7 +6,7 @@ import { flowError, type FlowErrorData } from './errors.js';
 import type { HttpRequest, HttpResponseData, Result } from './http.js';
 import type { EngineContext, EngineEvent, LastResponse } from './oauth.types.js';
 import type { AuthorizationServerMetadata, ProtectedResourceMetadata } from './schemas.js';
-import { validateAuthorizationResponse, type CallbackVerdict } from './steps/authorization.js';
+import { buildAuthorizationUrl, validateAuthorizationResponse, type CallbackVerdict } from './steps/authorization.js';
 import {
   buildMetadataRequest,
   checkPkceSupport,
@@ -314,6 +314,20 @@ export function cimdRecord(context: EngineContext): ClientRecord | undefined {
 
 export function registrationAuthMethod(context: EngineContext): ClientRecord['token_endpoint_auth_method'] {
   return chooseTokenEndpointAuthMethod(context.config.clientMetadata.token_endpoint_auth_method, context.asm?.token_endpoint_auth_methods_supported);
+}
+
+/** The one authorization URL for this flow; the guard and the action both use it, so they agree. */
+export function authorizationUrlFor(context: EngineContext, event: EngineEvent): string | undefined {
+  if (event.type !== 'random' || !context.asm || !context.client || context.redirectUri === undefined) return undefined;
+  return buildAuthorizationUrl({
+    authorizationEndpoint: context.asm.authorization_endpoint,
+    clientId: context.client.client_id,
+    redirectUri: context.redirectUri,
+    codeChallenge: event.codeChallenge,
+    state: event.state,
+    resource: resourceFor(context),
+    ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+  });
 }
 
 // ---------------------------------------------------------------- callback and tokens

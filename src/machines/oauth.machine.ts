@@ -7,7 +7,6 @@ import { and, assign, emit, enqueueActions, not, raise, setup } from 'xstate';
 import { flowError, type FlowErrorData } from './errors.js';
 import * as logic from './oauth.logic.js';
 import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
-import { buildAuthorizationUrl } from './steps/authorization.js';
 import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
 import { buildCodeExchangeRequest, buildRefreshRequest } from './steps/token.js';
 import type { DiscoveryRecord } from './store.js';
@@ -86,17 +85,7 @@ export const oauthMachine = setup({
         requestedMethod: logic.registrationAuthMethod(context),
       }).ok,
 
-    authorizationUrlValid: ({ context, event }) =>
-      event.type === 'random' &&
-      context.asm !== undefined &&
-      buildAuthorizationUrl({
-        authorizationEndpoint: context.asm.authorization_endpoint,
-        clientId: context.client?.client_id ?? '',
-        redirectUri: context.redirectUri ?? '',
-        codeChallenge: event.codeChallenge,
-        state: event.state,
-        resource: logic.resourceFor(context),
-      }) !== undefined,
+    authorizationUrlValid: ({ context, event }) => logic.authorizationUrlFor(context, event) !== undefined,
     callbackIgnored: ({ context }) => logic.callbackVerdict(context).kind === 'ignore',
     callbackFailed: ({ context }) => logic.callbackVerdict(context).kind === 'fail',
     isCallbackTimeout: ({ event }) => event.type === 'timeout' && event.id === 'callback',
@@ -265,15 +254,7 @@ export const oauthMachine = setup({
     openAuthorizationUrl: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'random' || !context.asm || !context.client || context.redirectUri === undefined || context.issuer === undefined) return;
       const resource = logic.resourceFor(context);
-      const url = buildAuthorizationUrl({
-        authorizationEndpoint: context.asm.authorization_endpoint,
-        clientId: context.client.client_id,
-        redirectUri: context.redirectUri,
-        codeChallenge: event.codeChallenge,
-        state: event.state,
-        resource,
-        ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
-      });
+      const url = logic.authorizationUrlFor(context, event);
       if (url === undefined) return;
       // MCP 2026-07-28: the validated issuer is recorded with the verifier and state before redirecting.
       enqueue.assign({
@@ -463,7 +444,8 @@ export const oauthMachine = setup({
 
     stepUp: {
       tags: ['busy'],
-      always: [{ guard: 'metadataKnown', target: 'flow.scope' }, { target: 'flow' }],
+      // Known metadata goes straight to a wider authorization; after a restart, discovery first.
+      always: [{ guard: 'metadataKnown', target: 'flow.scope' }, { target: 'flow', actions: 'beginFlow' }],
     },
 
     flow: {

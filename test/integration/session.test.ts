@@ -453,6 +453,38 @@ describe('failures are typed and name the step', () => {
     ).toThrow(/client\.preregistered\.client_secret/);
   });
 
+  it('a server that rejects every token gets one authorization, then a typed error: no 401 loop', async () => {
+    const d = await deploy();
+    const { url } = await startScriptedResource(d.as.issuer, (authorization, metadata) => ({
+      status: 401,
+      wwwAuthenticate: `Bearer ${authorization ? 'error="invalid_token", ' : ''}${metadata}`,
+    }));
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: url, openAuthorizationUrl: headlessOpener(opened) }));
+    const error = await failure(session.fetch(url, rpc('tools/list')));
+    expect(error.code).toBe('flow.rejected_after_authorization');
+    expect(opened.opened).toBe(1);
+    expect(d.as.counts['token:authorization_code']).toBe(1);
+  });
+
+  it('never contacts an authorization server more internal than the MCP server (DESIGN policy 6)', async () => {
+    const internal = await startRawServer(() => undefined);
+    const { url } = await startScriptedResource(internal.url.replace('127.0.0.1', '127.0.0.2'), () => ({ status: 401, wwwAuthenticate: 'Bearer' }));
+    let contacted = 0;
+    internal.server.on('request', () => (contacted += 1));
+    const session = track(
+      createOAuthSession({
+        serverUrl: url,
+        // The MCP server's address counts as public here, 127.0.0.2 as a private network.
+        classifyAddress: (address) => (address === '127.0.0.1' ? 'public' : address === '127.0.0.2' ? 'private' : undefined),
+        openAuthorizationUrl: headlessOpener(),
+      }),
+    );
+    const error = await failure(session.fetch(url, rpc('tools/list')));
+    expect(error.code).toBe('network.blocked');
+    expect(contacted).toBe(0);
+  });
+
   it('a store that never answers fails the request with store.timeout, and a later request loads again', async () => {
     const d = await deploy();
     const real = createMemoryStore();

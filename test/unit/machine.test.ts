@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import { DEFAULT_POLICY } from '../../src/machines/policy.js';
 import { createActor, initialTransition, transition, type SnapshotFrom } from 'xstate';
 import type { HttpRequest } from '../../src/machines/http.js';
 import { oauthMachine } from '../../src/machines/oauth.machine.js';
@@ -17,17 +18,7 @@ const REDIRECT = 'http://127.0.0.1:33418/callback';
 const PROTOCOL = '2025-11-25';
 const RANDOM = { state: 'state-abc', codeVerifier: 'verifier-xyz', codeChallenge: 'challenge-123' };
 
-const POLICY: EnginePolicy = {
-  resourceMatch: 'exact',
-  allowedMetadataOrigins: [],
-  legacyFallback: true,
-  pkceQuirkIssuers: [],
-  allowUnadvertisedPkce: false,
-  refreshSkewMs: 60_000,
-  maxAuthorizations: 3,
-  minTokenLifetimeSeconds: 1,
-  maxTokenLifetimeSeconds: 366 * 24 * 3600,
-};
+const POLICY: EnginePolicy = DEFAULT_POLICY;
 
 function config(extra: Partial<EngineConfig> = {}): EngineConfig {
   return {
@@ -685,22 +676,19 @@ describe('step-up and budgets', () => {
   });
 });
 
-// ---------------------------------------------------------------- known engine bugs
-// `it.fails` pins a bug: each body states the correct behaviour and currently fails.
-// When the engine is fixed, vitest reports these as failing: turn them into plain `it`.
+// ---------------------------------------------------------------- regressions
 
-describe('known engine bugs', () => {
-  it.fails('BUG: step-up with tokens loaded from the store (no metadata in context) discovers PRM', () => {
+describe('regressions', () => {
+  it('step-up with tokens loaded from the store (no metadata in context) discovers PRM first', () => {
     const driver = loaded({ ...EXPIRED_TOKENS, expires_at: 9e12 });
     const effects = driver.send(
       unauthorized({ status: 403, wwwAuthenticate: 'Bearer error="insufficient_scope", scope="mcp:write"', tokenVersion: driver.snapshot.context.tokenVersion }),
     );
-    // Seen: flow.resource.discovering with prmCandidates [] and pendingId set, no effect at all (stuck).
     expect(driver.matches('flow.resource.discovering')).toBe(true);
     expect(types(effects)).toEqual([`http.request GET ${PRM_PATH_URL}`]);
   });
 
-  it.fails('BUG: an authorization endpoint already carrying scope= fails instead of waiting for a callback that never comes', () => {
+  it('an authorization endpoint already carrying scope= fails instead of waiting for a callback that never comes', () => {
     const world = coldWorld({
       callback: undefined,
       routes: { ...coldWorld().routes, [`GET ${asmUrl(ISSUER)}`]: { status: 200, body: asmDoc(ISSUER, { authorization_endpoint: `${ISSUER}/authorize?scope=openid` }) } },
@@ -708,7 +696,6 @@ describe('known engine bugs', () => {
     const driver = new Driver(config());
     driver.send({ type: 'store.loaded' });
     driver.run(unauthorized(), world);
-    // Seen: awaitingCallback, no browser.open, no transaction; every callback is then ignored until the deadline.
     failedWith(driver, 'asm.invalid_authorization_endpoint');
   });
 });

@@ -300,10 +300,11 @@ describe('discovery: checkPkceSupport', () => {
     expect(verdict.ok && verdict.notice).toMatch(/allowUnadvertisedPkce/);
   });
 
-  // BUG (pinned with it.fails; turn into it() when fixed): the built-in prefix 'https://cognito-idp.'
-  // matches any host starting with cognito-idp., e.g. https://cognito-idp.attacker.example.
-  it.fails('BUG: a built-in quirk does not match a look-alike host', () => {
+  it('a built-in quirk matches the provider host exactly, never a look-alike', () => {
     expect(checkPkceSupport(meta({ issuer: 'https://cognito-idp.attacker.example' }), strict).ok).toBe(false);
+    expect(checkPkceSupport(meta({ issuer: 'https://cognito-idp.eu-west-1.amazonaws.com.attacker.example/pool' }), strict).ok).toBe(false);
+    expect(checkPkceSupport(meta({ issuer: 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc' }), strict).ok).toBe(true);
+    expect(checkPkceSupport(meta({ issuer: 'https://login.microsoftonline.com/tenant/v2.0' }), strict).ok).toBe(true);
   });
 
   it('a quirk entry is exact: a look-alike issuer is refused', () => {
@@ -592,7 +593,7 @@ describe('authorization: validateAuthorizationResponse', () => {
     expect(v.error.code).toBe('authorize.access_denied');
     expect(v.error.oauthError).toBe('access_denied');
     expect(v.error.message).not.toContain('\n');
-    expect(v.error.message).toContain(JSON.stringify(`${description.slice(0, 256)}…`));
+    expect(v.error.message).toContain(JSON.stringify(`${description.slice(0, 255)}…`));
     expect(v.error.message).not.toContain('x'.repeat(300));
     // The quoted description carries at most 256 characters of the original.
     const quoted = v.error.message.slice(v.error.message.lastIndexOf(' "') + 1);
@@ -863,7 +864,8 @@ describe('errors', () => {
   });
   it('quoteUntrusted truncates to 256 characters', () => {
     const q = quoteUntrusted('y'.repeat(300));
-    expect(q).toBe(JSON.stringify(`${'y'.repeat(256)}…`));
+    expect(q).toBe(JSON.stringify(`${'y'.repeat(255)}…`));
+    expect(JSON.parse(q)).toHaveLength(256);
     expect(quoteUntrusted('z'.repeat(256))).toBe(JSON.stringify('z'.repeat(256)));
   });
   it('toError maps each kind to its class', () => {

@@ -10,7 +10,7 @@ import {
   type AuthorizationServerMetadata,
   type ProtectedResourceMetadata,
 } from '../schemas.js';
-import { isAllowedOAuthUrl, originOf, sameOrigin, sameResource, type AsmCandidate, type PrmCandidate } from '../urls.js';
+import { isAllowedOAuthUrl, originOf, sameOrigin, sameResource, splitUrl, type AsmCandidate, type PrmCandidate } from '../urls.js';
 
 /** Skippable problems move discovery to the next candidate; fatal ones end the flow. */
 export interface DiscoveryProblem {
@@ -125,11 +125,19 @@ export interface PkcePolicy {
   allowUnadvertised: boolean;
 }
 
-/** Built-in quirk entries: large providers that support S256 but omit the field from metadata. */
-export const PKCE_QUIRK_ISSUER_PREFIXES: readonly string[] = [
-  'https://login.microsoftonline.com/',
-  'https://cognito-idp.',
-];
+/**
+ * Built-in quirk entries: large providers that support S256 but omit the field from metadata
+ * (Entra ID, Amazon Cognito). Matched on the exact https host, never on a prefix an attacker
+ * could register (`cognito-idp.attacker.example`).
+ */
+export function isPkceQuirkIssuer(issuer: string): boolean {
+  const raw = splitUrl(issuer);
+  if (!raw || raw.scheme.toLowerCase() !== 'https' || raw.port !== '') return false;
+  const host = raw.host.toLowerCase();
+  if (host === 'login.microsoftonline.com') return true;
+  const region = host.startsWith('cognito-idp.') && host.endsWith('.amazonaws.com') ? host.slice('cognito-idp.'.length, -'.amazonaws.com'.length) : '';
+  return region.length > 0 && [...region].every((c) => (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c === '-');
+}
 
 export type PkceVerdict = { ok: true; notice?: string } | { ok: false; error: FlowErrorData };
 
@@ -144,9 +152,7 @@ export function checkPkceSupport(metadata: AuthorizationServerMetadata | undefin
       ? { ok: true }
       : { ok: false, error: flowError('flow', 'asm.pkce_unsupported', 'the authorization server does not support PKCE S256') };
   }
-  const quirk =
-    policy.quirkIssuers.some((issuer) => issuer === metadata.issuer) ||
-    PKCE_QUIRK_ISSUER_PREFIXES.some((prefix) => metadata.issuer.startsWith(prefix));
+  const quirk = policy.quirkIssuers.some((issuer) => issuer === metadata.issuer) || isPkceQuirkIssuer(metadata.issuer);
   if (quirk) return { ok: true, notice: `PKCE S256 assumed for ${metadata.issuer} (quirk entry: metadata omits code_challenge_methods_supported)` };
   if (policy.allowUnadvertised) return { ok: true, notice: `PKCE S256 assumed for ${metadata.issuer} (option: allowUnadvertisedPkce)` };
   return {
