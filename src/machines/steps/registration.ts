@@ -4,6 +4,7 @@ import { err, ok, parseJsonObject, type HttpRequest, type HttpResponseData, type
 import { ClientInformationSchema, OAuthErrorBodySchema, TokenEndpointAuthMethodSchema, type ClientMetadata } from '../schemas.js';
 import type { ClientRecord } from '../store.js';
 import { classifyAddress, splitUrl } from '../urls.js';
+import { unionScopes } from './scope.js';
 
 type AuthMethod = ClientRecord['token_endpoint_auth_method'];
 
@@ -31,6 +32,9 @@ export interface RegistrationInputs {
 }
 
 export function buildRegistrationRequest(id: string, inputs: RegistrationInputs): HttpRequest {
+  // RFC 7591 `scope` is what the client may ever request, and servers such as oidc-provider enforce
+  // it: the configured scope is kept and the flow's selection added, never the one replacing the other.
+  const scope = unionScopes(inputs.metadata.scope, inputs.scope);
   const body = {
     ...inputs.metadata,
     redirect_uris: [inputs.redirectUri],
@@ -38,7 +42,7 @@ export function buildRegistrationRequest(id: string, inputs: RegistrationInputs)
     grant_types: inputs.metadata.grant_types ?? ['authorization_code', 'refresh_token'],
     response_types: inputs.metadata.response_types ?? ['code'],
     token_endpoint_auth_method: inputs.authMethod,
-    ...(inputs.scope === undefined ? {} : { scope: inputs.scope }),
+    ...(scope === undefined ? {} : { scope }),
   };
   return {
     id,
