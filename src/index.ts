@@ -2,6 +2,7 @@ export { createOAuthSession, type OAuthSession, type OAuthActor } from './adapte
 export type { OAuthSessionOptions, AuthorizationUrlOpener } from './adapters/options.js';
 export { createMemoryStore } from './adapters/stores/memory.js';
 export { createFileStore, defaultStoreDirectory } from './adapters/stores/file.js';
+export { createRedisStore, type RedisStoreOptions, type RedisCredentialStore, type RedisClientLike } from './adapters/stores/redis.js';
 export { startLoopbackCallbackServer, type LoopbackCallbackServer } from './adapters/interaction/callbackServer.js';
 export { createHeadlessUserAgent, type HeadlessUserAgent } from './adapters/interaction/headlessUserAgent.js';
 export { openSystemBrowser } from './adapters/interaction/browser.js';

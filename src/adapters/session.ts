@@ -87,6 +87,8 @@ class Session implements OAuthSession {
   private interaction: AbortController | undefined;
   private readonly lifetime = new AbortController();
   private readonly saves = new Map<RecordKind, Promise<void>>();
+  /** The lease the running trigger holds: its writes carry its fencing token. */
+  private heldLease: Lease | undefined;
   private readonly networkCauses = new Map<string, unknown>();
   private lastNetworkCause: unknown;
   private closed = false;
@@ -258,10 +260,13 @@ class Session implements OAuthSession {
   private async runTrigger(event: EngineEvent): Promise<void> {
     let lease: Lease | undefined;
     if (this.store.lease) {
-      const waitMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
+      const ttlMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
       const store = this.store as Required<CredentialStore>;
+      // A waiter must outwait a holder that died just after taking the lease (it lapses at ttlMs)
+      // and then the successor's own flow, or it fails exactly when the lease becomes free.
       // The lease's own wait is bounded by waitMs; the store call deadline only guards a store that never answers.
-      lease = await store.lease(this.resolved.storeKey, { ttlMs: waitMs, waitMs, signal: this.lifetime.signal });
+      lease = await store.lease(this.resolved.storeKey, { ttlMs, waitMs: 2 * ttlMs, signal: this.lifetime.signal });
+      this.heldLease = lease;
     }
     try {
       if (lease) await this.adoptNewerRecords();
@@ -270,6 +275,7 @@ class Session implements OAuthSession {
     } finally {
       // What this flow stored must be visible before another process may start its own.
       await this.drainSaves();
+      if (lease) this.heldLease = undefined;
       await lease?.release().catch(() => undefined);
     }
   }
@@ -293,19 +299,26 @@ class Session implements OAuthSession {
         void this.prepareRedirect(effect.preferredRedirectUri, effect.fixed);
         return;
       case 'random.needed':
-        void authorizationEntropy(this.randomBytes).then((entropy) => this.send({ type: 'random', ...entropy }));
+        void authorizationEntropy(this.randomBytes).then(
+          (entropy) => this.send({ type: 'random', ...entropy }),
+          () => this.send({ type: 'interaction.failed', error: flowError('flow', 'entropy.unavailable', 'no randomness source for PKCE and state') }),
+        );
         return;
       case 'browser.open':
         this.openAuthorization(effect.url, effect.redirectUri);
         return;
-      case 'store.save':
-        this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value));
+      case 'store.save': {
+        const fencing = this.fencing();
+        this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value, fencing));
         return;
-      case 'store.clear':
+      }
+      case 'store.clear': {
+        const fencing = this.fencing();
         this.queueStoreWrite(effect.kind, async () => {
-          await this.storeCall('delete', () => this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration }));
+          await this.storeCall('delete', () => this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration, ...fencing }));
         });
         return;
+      }
       default:
         return;
     }
@@ -426,16 +439,22 @@ class Session implements OAuthSession {
    * obtained is the newest (it came from the server after the other write), so it is written over
    * the current generation once; a deletion, by contrast, never overrides (compare-and-delete).
    */
-  private async save(kind: RecordKind, value: RecordTypes[RecordKind]): Promise<void> {
+  private async save(kind: RecordKind, value: RecordTypes[RecordKind], fencing: { fencingToken?: number }): Promise<void> {
     const key = this.resolved.storeKey;
     const known = this.actor.getSnapshot().context.generations[kind];
-    let result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: known }));
+    let result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: known, ...fencing }));
     if (!result.ok) {
+      // A fenced-out write is refused again here: a later lease holder owns the record now.
       const current = result.current?.generation ?? 0;
-      result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: current }));
+      result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: current, ...fencing }));
     }
     if (result.ok) this.send({ type: 'store.saved', kind, generation: result.generation });
-    else throw new Error('the record changed twice while saving');
+    else throw new Error('the record changed twice while saving, or a later lease holder owns it');
+  }
+
+  /** Taken when the effect is performed, so a write queued under the lease stays fenced by it. */
+  private fencing(): { fencingToken?: number } {
+    return this.heldLease ? { fencingToken: this.heldLease.fencingToken } : {};
   }
 
   private async drainSaves(): Promise<void> {

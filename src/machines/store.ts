@@ -40,6 +40,11 @@ export interface ClientRecord {
   /** The issuer this identity is bound to (SEP-2352). */
   issuer: string;
   source: ClientSource;
+  /**
+   * The scope registered (RFC 7591 `scope`: what the client may ever request). Servers such as
+   * oidc-provider enforce it, so a dynamic client is registered again before asking for more.
+   */
+  scope?: string;
 }
 
 /** Authorization-server facts kept with the tokens so that a refresh works after a restart. */
@@ -67,6 +72,13 @@ export interface Versioned<T> {
 /** `ifGeneration: 0` means "only if absent". */
 export interface WriteCondition {
   ifGeneration: number;
+  /**
+   * The writer's lease, when it holds one. A token older than the newest the store has granted for
+   * this key means the writer's lease lapsed and another holder took over: its late write (or
+   * delete) is refused as if the generation had moved (`{ ok: false, current }`, or `false`).
+   * Without a token the write is judged on its generation alone.
+   */
+  fencingToken?: number;
 }
 
 export type WriteResult<T> =

@@ -1,15 +1,17 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { createFileStore, defaultStoreDirectory } from '../../src/adapters/stores/file.js';
 import { createMemoryStore } from '../../src/adapters/stores/memory.js';
+import { createRedisStore } from '../../src/adapters/stores/redis.js';
+import { redisSkipReason, startRedisServer, type RedisServer } from '../support/redisServer.js';
 import { OAuthStoreError } from '../../src/machines/errors.js';
 import type { CredentialStore, Lease, LeaseOptions, TokenRecord } from '../../src/machines/store.js';
 
@@ -85,6 +87,26 @@ const factories: Array<{ name: string; make: () => Promise<Harness> }> = [
     },
   },
 ];
+
+// One real redis-server for the file; each test gets its own key prefix, so nothing leaks between them.
+let redisServer: Promise<RedisServer> | undefined;
+afterAll(async () => {
+  await (await redisServer?.catch(() => undefined))?.close();
+});
+if (redisSkipReason === undefined) {
+  factories.push({
+    name: 'redis',
+    make: async () => {
+      redisServer ??= startRedisServer();
+      const store = createRedisStore({ url: (await redisServer).url, keyPrefix: `contract-${randomUUID()}` });
+      return { store, cleanup: () => store.close() };
+    },
+  });
+} else {
+  describe.skip(`redis store: contract (${redisSkipReason})`, () => {
+    it('needs redis-server', () => undefined);
+  });
+}
 
 describe.each(factories)('$name store: contract', ({ make }) => {
   let store: CredentialStore;
@@ -237,6 +259,30 @@ describe.each(factories)('$name store: contract', ({ make }) => {
     // The aborted waiter left nothing behind.
     const after = await lease(KEY, { ttlMs: 10_000, waitMs: 0 });
     await after.release();
+  });
+
+  it("fencing: a lapsed holder's late write or delete is refused; unfenced writes go by generation", async () => {
+    const lease = leaseOf(store);
+    await store.set(KEY, 'tokens', tokens(1), { ifGeneration: 0 });
+    const lapsed = await lease(KEY, { ttlMs: 100, waitMs: 0 });
+    const successor = await lease(KEY, { ttlMs: 10_000, waitMs: 5_000 });
+    const stale = { ifGeneration: 1, fencingToken: lapsed.fencingToken };
+    expect(await store.set(KEY, 'tokens', tokens(2), stale)).toEqual({ ok: false, current: { value: tokens(1), generation: 1 } });
+    expect(await store.delete(KEY, 'tokens', stale)).toBe(false);
+    expect(await store.set(KEY, 'tokens', tokens(2), { ifGeneration: 1, fencingToken: successor.fencingToken })).toEqual({ ok: true, generation: 2 });
+    await successor.release();
+    // The newest grant is remembered after its holder released: the lapsed token stays refused.
+    expect(await store.set(KEY, 'tokens', tokens(3), { ifGeneration: 2, fencingToken: lapsed.fencingToken })).toMatchObject({ ok: false });
+    expect(await store.set(KEY, 'tokens', tokens(3), { ifGeneration: 2 })).toEqual({ ok: true, generation: 3 });
+    expect(await store.delete(KEY, 'tokens', { ifGeneration: 3, fencingToken: successor.fencingToken })).toBe(true);
+    // Fencing is per key: a lease on another key does not fence this one.
+    const other = await lease('https://other.example/mcp', { ttlMs: 10_000, waitMs: 0 });
+    expect(await store.set(KEY, 'tokens', tokens(4), { ifGeneration: 0, fencingToken: successor.fencingToken })).toMatchObject({ ok: true });
+    await other.release();
+    for (const fencingToken of [0, -1, 1.5, Number.NaN]) {
+      await expectStoreError(store.set(KEY, 'tokens', tokens(5), { ifGeneration: 4, fencingToken }), 'store.invalid_argument');
+      await expectStoreError(store.delete(KEY, 'tokens', { ifGeneration: 4, fencingToken }), 'store.invalid_argument');
+    }
   });
 
   it('a lease lapses at its ttl; the lapsed holder cannot release its successor', async () => {

@@ -152,6 +152,7 @@ export function createFileStore(options: { directory?: string } = {}): Credentia
         const current = await readTrusted<K>(key, kind);
         if ((current?.generation ?? 0) !== condition.ifGeneration) return { ok: false, current };
         const counters = await readCounters(key);
+        if (fencedOut(condition, counters)) return { ok: false, current };
         // The max guards against a lost or quarantined counters file handing out a used number.
         const generation = Math.max(counters.generations[kind] ?? 0, current?.generation ?? 0) + 1;
         counters.generations[kind] = generation;
@@ -174,6 +175,7 @@ export function createFileStore(options: { directory?: string } = {}): Credentia
         const current = await readTrusted(key, kind);
         if (!current || current.generation !== condition.ifGeneration) return false;
         const counters = await readCounters(key);
+        if (fencedOut(condition, counters)) return false;
         if ((counters.generations[kind] ?? 0) < current.generation) {
           // The record is about to be the only other witness of this generation.
           counters.generations[kind] = current.generation;
@@ -290,6 +292,11 @@ interface Counters {
   key: string;
   generations: Partial<Record<RecordKind, number>>;
   fencing: number;
+}
+
+/** The counters hold the newest fencing token granted for the key, under the same write lock. */
+function fencedOut(condition: WriteCondition, counters: Counters): boolean {
+  return condition.fencingToken !== undefined && condition.fencingToken < counters.fencing;
 }
 
 function emptyCounters(key: string): Counters {
@@ -648,6 +655,10 @@ function checkCondition(condition: WriteCondition | undefined): void {
       code: 'store.invalid_argument',
       message: 'ifGeneration must be a non-negative integer (0 = only if absent)',
     });
+  }
+  const fencing = condition?.fencingToken;
+  if (fencing !== undefined && !isGeneration(fencing)) {
+    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'fencingToken must be a positive integer' });
   }
 }
 

@@ -36,6 +36,12 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
   const leases = new Map<string, LeaseState>();
   // One counter for the whole store: monotonic per key follows, and tokens stay unique in logs.
   let lastFencingToken = 0;
+  /** Kept after the lease is gone: a lapsed holder may write long after its successor released. */
+  const newestFencingToken = new Map<string, number>();
+
+  function fencedOut(key: string, condition: WriteCondition): boolean {
+    return condition.fencingToken !== undefined && condition.fencingToken < (newestFencingToken.get(key) ?? 0);
+  }
 
   function slotOf(key: string, kind: RecordKind, create: true): Slot;
   function slotOf(key: string, kind: RecordKind, create: false): Slot | undefined;
@@ -76,11 +82,12 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
 
   function issue(key: string, state: LeaseState, ttlMs: number): Lease {
     const fencingToken = ++lastFencingToken;
+    newestFencingToken.set(key, fencingToken);
     const ttlTimer = setTimeout(() => {
       // The holder died or forgot to release: the lease lapses and the next waiter moves up.
       if (state.holder?.fencingToken === fencingToken) grantNext(key, state);
     }, ttlMs);
-    ttlTimer.unref();
+    ttlTimer.unref?.();
     state.holder = { fencingToken, ttlTimer };
     return {
       fencingToken,
@@ -113,7 +120,7 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
       }
       const slot = slotOf(key, kind, true);
       const currentGeneration = slot.current?.generation ?? 0;
-      if (condition.ifGeneration !== currentGeneration) {
+      if (condition.ifGeneration !== currentGeneration || fencedOut(key, condition)) {
         return { ok: false, current: copyOut<RecordTypes[K]>(slot.current) };
       }
       // Cloned before the generation is taken, so an uncloneable value leaves no gap and no change.
@@ -128,7 +135,7 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
       checkKeyAndKind(key, kind);
       checkCondition(condition);
       const slot = slotOf(key, kind, false);
-      if (!slot?.current || slot.current.generation !== condition.ifGeneration) return false;
+      if (!slot?.current || slot.current.generation !== condition.ifGeneration || fencedOut(key, condition)) return false;
       slot.current = undefined;
       return true;
     },
@@ -178,7 +185,7 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
           reject(leaseTimeoutError(options.waitMs));
         }, options.waitMs);
         // The holder is in this process, so it keeps the loop alive; a waiter alone should not.
-        deadline.unref();
+        deadline.unref?.();
         signal?.addEventListener('abort', onAbort, { once: true });
         state.waiters.push(waiter);
       });
@@ -223,6 +230,10 @@ function checkCondition(condition: WriteCondition | undefined): void {
       code: 'store.invalid_argument',
       message: 'ifGeneration must be a non-negative integer (0 = only if absent)',
     });
+  }
+  const fencing = condition?.fencingToken;
+  if (fencing !== undefined && (typeof fencing !== 'number' || !Number.isSafeInteger(fencing) || fencing <= 0)) {
+    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'fencingToken must be a positive integer' });
   }
 }
 
