@@ -3,7 +3,7 @@
  * error naming the field, before a browser opens or a registration is half made.
  */
 import type { Dispatcher } from 'undici';
-import { z } from 'zod';
+import * as z from 'zod';
 import { OAuthConfigError } from '../machines/errors.js';
 import type { EngineConfig, EnginePolicy, PreregisteredClient } from '../machines/oauth.types.js';
 import { DEFAULT_POLICY } from '../machines/policy.js';

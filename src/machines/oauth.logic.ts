@@ -15,7 +15,7 @@ import {
   type DiscoveryProblem,
 } from './steps/discovery.js';
 import { chooseTokenEndpointAuthMethod, clientUsable } from './steps/registration.js';
-import { addsScope, selectScope, unionScopes } from './steps/scope.js';
+import { addsScope, selectScope, unionScopes, withOfflineAccess } from './steps/scope.js';
 import { needsRefresh, processTokenResponse } from './steps/token.js';
 import type { ClientRecord, TokenRecord } from './store.js';
 import { readBearerChallenge } from './wwwAuthenticate.js';
@@ -251,7 +251,7 @@ export function planClient(context: EngineContext, redirectUri: string | undefin
   const issuer = context.issuer;
   if (issuer === undefined) return 'none';
   const pre = context.config.preregistered;
-  if (clientUsable(context.client, issuer, redirectUri, context.now) && (pre === undefined || context.client?.client_id === pre.client_id)) {
+  if (clientUsable(context.client, issuer, redirectUri, context.now, context.requestedScope) && (pre === undefined || context.client?.client_id === pre.client_id)) {
     return 'stored';
   }
   if (pre) {
@@ -310,6 +310,21 @@ export function cimdRecord(context: EngineContext): ClientRecord | undefined {
     issuer: context.issuer,
     source: 'cimd',
   };
+}
+
+/**
+ * What to register as the client's scope: everything this resource offers (PRM `scopes_supported`,
+ * kept to what the AS lists when it lists any), the scope of this flow, the configured scope and
+ * `offline_access` when offered, so a later step-up within the resource's scopes stays allowed.
+ */
+export function registrationScope(context: EngineContext): string | undefined {
+  const offered = context.asm?.scopes_supported;
+  const resourceScopes = (context.prm?.scopes_supported ?? []).filter((scope) => offered === undefined || offered.includes(scope));
+  const base = unionScopes(context.config.clientMetadata.scope, context.requestedScope, resourceScopes.join(' '));
+  return withOfflineAccess(base, {
+    ...(offered === undefined ? {} : { asScopesSupported: offered }),
+    wantsRefreshTokens: wantsRefreshTokens(context),
+  });
 }
 
 export function registrationAuthMethod(context: EngineContext): ClientRecord['token_endpoint_auth_method'] {

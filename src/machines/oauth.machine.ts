@@ -233,7 +233,7 @@ export const oauthMachine = setup({
           endpoint,
           metadata,
           redirectUri: context.redirectUri,
-          ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+          ...(logic.registrationScope(context) === undefined ? {} : { scope: logic.registrationScope(context) }),
           authMethod: logic.registrationAuthMethod(context),
         }),
       });
@@ -275,7 +275,14 @@ export const oauthMachine = setup({
       enqueue.emit({ type: 'browser.open', url, redirectUri: context.redirectUri });
     }),
     recordCallback: assign(({ event }) => (event.type === 'callback' ? { lastCallback: event.params, now: event.at } : {})),
-    countRejectedCallback: assign(({ context }) => ({ rejectedCallbacks: context.rejectedCallbacks + 1, lastCallback: undefined })),
+    countRejectedCallback: assign(({ context }) => {
+      const verdict = logic.callbackVerdict(context);
+      return {
+        rejectedCallbacks: context.rejectedCallbacks + 1,
+        lastCallback: undefined,
+        ...(verdict.kind === 'ignore' ? { lastRejection: verdict.reason } : {}),
+      };
+    }),
     acceptAuthorizationCode: assign(({ context }) => {
       const verdict = logic.callbackVerdict(context);
       return verdict.kind === 'code' ? { code: verdict.code, lastCallback: undefined } : {};
@@ -597,6 +604,11 @@ export const oauthMachine = setup({
             redirecting: {
               entry: 'requestEntropy',
               on: {
+                // No entropy (WebCrypto unavailable) is a failure to say, not a wait without end.
+                'interaction.failed': {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                },
                 random: [
                   { guard: 'authorizationUrlValid', target: 'awaitingCallback', actions: 'openAuthorizationUrl' },
                   {

@@ -97,6 +97,8 @@ export interface EngineContext {
   code?: string;
   lastCallback?: CallbackParams;
   rejectedCallbacks: number;
+  /** Why the last ignored callback was ignored (shown to the person, kept for the visualizer). */
+  lastRejection?: 'state_missing' | 'state_mismatch';
   /** Authorizations started by this session (the adapter reads it to count per operation). */
   authorizationCount: number;
   /** Refreshes completed by this session. */

@@ -64,7 +64,8 @@ export function redactEvent(event: EngineEvent): Record<string, unknown> {
         discovery: event.discovery ? { generation: event.discovery.generation, issuer: event.discovery.value.issuer } : undefined,
       };
     default:
-      return { ...event };
+      // xstate.init carries the machine input, which can hold a pre-registered client secret.
+      return 'input' in event ? { type: event.type } : { ...event };
   }
 }
 

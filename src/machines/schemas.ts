@@ -2,7 +2,8 @@
  * Wire formats as zod schemas. Unknown members pass through (RFC 8414 §3.2, RFC 9728 §3.2: clients
  * ignore what they do not understand); what the engine relies on is typed and checked.
  */
-import { z } from 'zod';
+// Namespace import: lets bundlers drop zod's unused locales from the browser build.
+import * as z from 'zod';
 
 const nonEmpty = z.string().min(1);
 
@@ -63,6 +64,7 @@ export const ClientInformationSchema = z.looseObject({
   client_id_issued_at: z.number().optional(),
   token_endpoint_auth_method: z.string().optional(),
   redirect_uris: z.array(z.string()).optional(),
+  scope: z.string().optional(),
 });
 export type ClientInformation = z.infer<typeof ClientInformationSchema>;
 

@@ -83,7 +83,7 @@ describe('oidc-provider as the MCP authorization server', () => {
     expect(authorize.get('scope')?.split(' ').sort()).toEqual(['mcp:read', 'offline_access']);
     expect(d.as.tokenRequests).toEqual([{ grantType: 'authorization_code', resource: d.mcpUrl, clientId: registered?.client_id }]);
     expect(registered).toMatchObject({ token_endpoint_auth_method: 'none', issuer: d.issuer, source: 'dynamic' });
-    expect(d.as.registrations).toEqual([{ clientId: registered?.client_id, scope: 'mcp:read offline_access' }]);
+    expect(d.as.registrations).toEqual([{ clientId: registered?.client_id, scope: 'mcp:read offline_access mcp:write' }]);
 
     // RFC 9068 JWT, audience-bound to the MCP server (RFC 8707), as the server verified it.
     const token = await session.getAccessToken();
@@ -199,16 +199,17 @@ describe('oidc-provider as the MCP authorization server', () => {
     expect(decodeJwt(await session.getAccessToken()).scope).toBe('mcp:read mcp:write');
   });
 
-  // Known engine bug, pinned: flip this test when the registration scope covers what the PRM offers.
-  it('KNOWN BUG: with default options the registration declares only the first scope, so oidc-provider refuses the step-up (invalid_scope)', async () => {
+  it('with default options the registration declares every scope the resource offers, so a step-up needs no new registration', async () => {
     const d = await deploy();
     const agent = createFormUserAgent({ user: d.user });
     const session = track(createOAuthSession({ serverUrl: d.mcpUrl, openAuthorizationUrl: agent.opener() }));
-    const error = await failure(session.fetch(d.mcpUrl, rpc('tools/call', { name: 'admin-reset', arguments: {} })));
-    expect(d.as.registrations.map((r) => r.scope)).toEqual(['mcp:read offline_access']);
-    expect(error.code).toBe('authorize.invalid_scope');
-    expect(d.as.counts['authorize.error:invalid_scope']).toBe(1);
-    expect(agent.record.responses.map((r) => r.error)).toEqual([undefined, 'invalid_scope']);
+    const call = await session.fetch(d.mcpUrl, rpc('tools/call', { name: 'admin-reset', arguments: {} }));
+    expect(call.status).toBe(200);
+    expect(await call.text()).toContain('reset done');
+    expect(d.as.registrations.map((r) => r.scope?.split(' ').sort())).toEqual([['mcp:read', 'mcp:write', 'offline_access']]);
+    expect(d.as.counts.register).toBe(1);
+    expect(d.as.counts['authorize.error:invalid_scope'] ?? 0).toBe(0);
+    expect(agent.record.authorizations).toBe(2);
   });
 
   it('consent denied: authorize.access_denied, checked after iss and state; no token request, nothing stored', async () => {

@@ -4,7 +4,7 @@ import { err, ok, parseJsonObject, type HttpRequest, type HttpResponseData, type
 import { ClientInformationSchema, OAuthErrorBodySchema, TokenEndpointAuthMethodSchema, type ClientMetadata } from '../schemas.js';
 import type { ClientRecord } from '../store.js';
 import { classifyAddress, splitUrl } from '../urls.js';
-import { unionScopes } from './scope.js';
+import { addsScope, unionScopes } from './scope.js';
 
 type AuthMethod = ClientRecord['token_endpoint_auth_method'];
 
@@ -88,6 +88,9 @@ export function processRegistrationResponse(
     return err(rejected('registration.missing_secret', `registered method ${method.data} came without a client_secret`));
   }
   const redirectUris = info.redirect_uris ?? [inputs.redirectUri];
+  // Only a server that answers with the registered scope is known to hold the client to it
+  // (RFC 7591 §3.2.1 returns what was registered); without one, re-registering would be churn.
+  const registeredScope = info.scope;
   if (!redirectUris.includes(inputs.redirectUri)) {
     return err(rejected('registration.redirect_uri_replaced', 'the server registered other redirect_uris than the one this client listens on'));
   }
@@ -99,6 +102,7 @@ export function processRegistrationResponse(
     redirect_uris: redirectUris,
     issuer: inputs.issuer,
     source: 'dynamic',
+    ...(registeredScope === undefined ? {} : { scope: registeredScope }),
   });
 }
 
@@ -107,9 +111,13 @@ export function safeCode(value: string): string {
   return /^[a-z0-9_]{1,64}$/i.test(value) ? value : 'unknown_error';
 }
 
-/** A usable stored identity: bound to this issuer, secret unexpired, listening on our redirect URI. */
-export function clientUsable(client: ClientRecord | undefined, issuer: string, redirectUri: string | undefined, nowMs: number): boolean {
+/**
+ * A usable stored identity: bound to this issuer, secret unexpired, listening on our redirect URI,
+ * and (for a dynamic client that registered a scope) registered for the scope about to be asked.
+ */
+export function clientUsable(client: ClientRecord | undefined, issuer: string, redirectUri: string | undefined, nowMs: number, scope?: string): boolean {
   if (!client || client.issuer !== issuer) return false;
   if (client.client_secret_expires_at && client.client_secret_expires_at * 1000 <= nowMs) return false;
+  if (client.source === 'dynamic' && client.scope !== undefined && addsScope(scope, client.scope)) return false;
   return redirectUri === undefined || client.redirect_uris.includes(redirectUri);
 }
