@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import CoverageReporter from './test/model/coverageReporter.js';
 
 export default defineConfig({
   test: {
@@ -6,6 +7,6 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    passWithNoTests: true,
+    reporters: ['default', new CoverageReporter()],
   },
 });
