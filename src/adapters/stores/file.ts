@@ -27,9 +27,9 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
+import { KINDS, abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, isGeneration, leaseTimeoutError } from './contract.js';
 
 const APP_DIRECTORY = 'mcp-oauth';
-const KINDS: ReadonlySet<string> = new Set<RecordKind>(['tokens', 'client', 'discovery']);
 
 /** A write lock is held for a few file operations; one this old belongs to a stuck or dead writer. */
 const LOCK_STALE_MS = 10_000;
@@ -601,9 +601,6 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function isGeneration(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
-}
 
 function codeOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
@@ -623,52 +620,8 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortedError(signal);
 }
 
-function abortedError(signal: AbortSignal | undefined): OAuthStoreError {
-  return new OAuthStoreError({ code: 'store.aborted', message: 'lease wait aborted' }, { cause: signal?.reason });
-}
 
-function leaseTimeoutError(waitMs: number): OAuthStoreError {
-  return new OAuthStoreError({
-    code: 'store.lease_timeout',
-    message: `lease still held by another holder after waiting ${waitMs} ms`,
-  });
-}
 
-function checkKey(key: unknown): void {
-  if (typeof key !== 'string') {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'store key must be a string' });
-  }
-}
 
-function checkKeyAndKind(key: unknown, kind: unknown): void {
-  checkKey(key);
-  // The kind becomes part of a file name, so only the three known values may get there.
-  if (typeof kind !== 'string' || !KINDS.has(kind)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'record kind must be tokens, client or discovery' });
-  }
-}
 
-function checkCondition(condition: WriteCondition | undefined): void {
-  const generation = condition?.ifGeneration;
-  if (typeof generation !== 'number' || !Number.isSafeInteger(generation) || generation < 0) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'ifGeneration must be a non-negative integer (0 = only if absent)',
-    });
-  }
-  const fencing = condition?.fencingToken;
-  if (fencing !== undefined && !isGeneration(fencing)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'fencingToken must be a positive integer' });
-  }
-}
 
-function checkLeaseOptions(options: LeaseOptions | undefined): void {
-  const ttlOk = typeof options?.ttlMs === 'number' && Number.isFinite(options.ttlMs) && options.ttlMs > 0;
-  const waitOk = typeof options?.waitMs === 'number' && Number.isFinite(options.waitMs) && options.waitMs >= 0;
-  if (!ttlOk || !waitOk) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'lease needs a finite ttlMs > 0 and a finite waitMs >= 0',
-    });
-  }
-}

@@ -13,8 +13,8 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
+import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, leaseTimeoutError } from './contract.js';
 
-const KINDS: ReadonlySet<string> = new Set<RecordKind>(['tokens', 'client', 'discovery']);
 
 interface Slot {
   /** Survives deletes so that a deleted generation is never handed out again. */
@@ -209,55 +209,8 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
   };
 }
 
-function checkKey(key: unknown): void {
-  if (typeof key !== 'string') {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'store key must be a string' });
-  }
-}
 
-function checkKeyAndKind(key: unknown, kind: unknown): void {
-  checkKey(key);
-  if (typeof kind !== 'string' || !KINDS.has(kind)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'record kind must be tokens, client or discovery' });
-  }
-}
 
-function checkCondition(condition: WriteCondition | undefined): void {
-  const generation = condition?.ifGeneration;
-  // A NaN or negative generation would silently never match: that is a caller bug, so say so.
-  if (typeof generation !== 'number' || !Number.isSafeInteger(generation) || generation < 0) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'ifGeneration must be a non-negative integer (0 = only if absent)',
-    });
-  }
-  const fencing = condition?.fencingToken;
-  if (fencing !== undefined && (typeof fencing !== 'number' || !Number.isSafeInteger(fencing) || fencing <= 0)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'fencingToken must be a positive integer' });
-  }
-}
 
-function checkLeaseOptions(options: LeaseOptions | undefined): void {
-  const ttlOk = typeof options?.ttlMs === 'number' && Number.isFinite(options.ttlMs) && options.ttlMs > 0;
-  const waitOk = typeof options?.waitMs === 'number' && Number.isFinite(options.waitMs) && options.waitMs >= 0;
-  if (!ttlOk || !waitOk) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'lease needs a finite ttlMs > 0 and a finite waitMs >= 0',
-    });
-  }
-}
 
-function leaseTimeoutError(waitMs: number): OAuthStoreError {
-  return new OAuthStoreError({
-    code: 'store.lease_timeout',
-    message: `lease still held by another holder after waiting ${waitMs} ms`,
-  });
-}
 
-function abortedError(signal: AbortSignal | undefined): OAuthStoreError {
-  return new OAuthStoreError(
-    { code: 'store.aborted', message: 'lease wait aborted' },
-    { cause: signal?.reason },
-  );
-}

@@ -30,8 +30,8 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
+import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, leaseTimeoutError } from './contract.js';
 
-const KINDS: ReadonlySet<string> = new Set<RecordKind>(['tokens', 'client', 'discovery']);
 const DEFAULT_TIMEOUT_MS = 2_000;
 /** Redis rounds a TTL to whole milliseconds; a waiter that wakes this much later finds it gone. */
 const EXPIRY_MARGIN_MS = 2;
@@ -589,52 +589,8 @@ function closedError(): OAuthStoreError {
   return new OAuthStoreError({ code: 'store.closed', message: 'redis store: closed' });
 }
 
-function abortedError(signal: AbortSignal | undefined): OAuthStoreError {
-  return new OAuthStoreError({ code: 'store.aborted', message: 'lease wait aborted' }, { cause: signal?.reason });
-}
 
-function leaseTimeoutError(waitMs: number): OAuthStoreError {
-  return new OAuthStoreError({
-    code: 'store.lease_timeout',
-    message: `lease still held by another holder after waiting ${waitMs} ms`,
-  });
-}
 
-function checkKey(key: unknown): void {
-  if (typeof key !== 'string') {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'store key must be a string' });
-  }
-}
 
-function checkKeyAndKind(key: unknown, kind: unknown): void {
-  checkKey(key);
-  // The kind becomes part of a Redis key name, so only the three known values may get there.
-  if (typeof kind !== 'string' || !KINDS.has(kind)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'record kind must be tokens, client or discovery' });
-  }
-}
 
-function checkCondition(condition: WriteCondition | undefined): void {
-  const generation = condition?.ifGeneration;
-  if (typeof generation !== 'number' || !Number.isSafeInteger(generation) || generation < 0) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'ifGeneration must be a non-negative integer (0 = only if absent)',
-    });
-  }
-  const fencing = condition?.fencingToken;
-  if (fencing !== undefined && (typeof fencing !== 'number' || !Number.isSafeInteger(fencing) || fencing <= 0)) {
-    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'fencingToken must be a positive integer' });
-  }
-}
 
-function checkLeaseOptions(options: LeaseOptions | undefined): void {
-  const ttlOk = typeof options?.ttlMs === 'number' && Number.isFinite(options.ttlMs) && options.ttlMs > 0;
-  const waitOk = typeof options?.waitMs === 'number' && Number.isFinite(options.waitMs) && options.waitMs >= 0;
-  if (!ttlOk || !waitOk) {
-    throw new OAuthStoreError({
-      code: 'store.invalid_argument',
-      message: 'lease needs a finite ttlMs > 0 and a finite waitMs >= 0',
-    });
-  }
-}
