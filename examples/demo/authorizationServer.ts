@@ -269,6 +269,9 @@ export async function startAuthorizationServer(
       }
     });
   });
+  // Idle keep-alive sockets outlive the client's own keep-alive (undici: 4 s), so a loaded machine
+  // whose timers fire late never reuses a socket the server has just closed.
+  server.keepAliveTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => {
