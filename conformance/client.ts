@@ -23,20 +23,6 @@ const REDIRECT_URI = 'http://localhost:3000/callback';
 /** The only client_id the suite's CIMD check accepts; the engine uses it only when the AS advertises CIMD. */
 const CLIENT_METADATA_URL = 'https://conformance-test.local/client-metadata.json';
 
-/**
- * Applications configured for a grant or a proof the engine does not implement yet (the
- * machine-to-machine grants and DPoP issue). They stop before any request, saying why.
- */
-const UNSUPPORTED_CONFIGURATIONS: Record<string, string> = {
-  'auth/client-credentials-basic': 'the client_credentials grant (client_secret_basic)',
-  'auth/client-credentials-jwt': 'the client_credentials grant with private_key_jwt',
-  'auth/cross-app-access-complete-flow': 'enterprise-managed authorization (ID-JAG token exchange + jwt-bearer)',
-  'auth/enterprise-managed-authorization': 'enterprise-managed authorization (ID-JAG token exchange + jwt-bearer)',
-  'auth/wif-jwt-bearer': 'the workload-identity jwt-bearer grant',
-  'auth/dpop': 'DPoP-bound tokens (RFC 9449)',
-  'auth/dpop-nonce': 'DPoP-bound tokens with nonces (RFC 9449)',
-};
-
 class ClientFailure extends Error {
   override readonly name = 'ClientFailure';
   constructor(
@@ -52,6 +38,53 @@ interface ConformanceContext {
   client_id?: string;
   client_secret?: string;
   issuer?: string;
+  private_key_pem?: string;
+  signing_algorithm?: string;
+  idp_client_id?: string;
+  idp_id_token?: string;
+  idp_issuer?: string;
+  idp_token_endpoint?: string;
+  valid_jwt?: string;
+}
+
+function need(context: ConformanceContext, scenario: string, ...fields: Array<keyof ConformanceContext>): void {
+  const missing = fields.filter((field) => !context[field]);
+  if (missing.length > 0) throw new ClientFailure('client.bad_context', `${scenario} needs ${missing.join(', ')} in MCP_CONFORMANCE_CONTEXT`);
+}
+
+/**
+ * The machine-to-machine grant the application is set up with, as an operator would configure it
+ * from the credentials it was handed: the scenario name chooses which credentials exist, never
+ * which grant the engine guesses from a server.
+ */
+function grantOptions(scenario: string, context: ConformanceContext): OAuthSessionOptions['grant'] {
+  switch (scenario) {
+    case 'auth/client-credentials-basic':
+      need(context, scenario, 'client_id', 'client_secret');
+      return { type: 'client_credentials', clientId: context.client_id!, clientSecret: context.client_secret!, authMethod: 'client_secret_basic' };
+    case 'auth/client-credentials-jwt': {
+      need(context, scenario, 'client_id', 'private_key_pem');
+      const alg = context.signing_algorithm === 'RS256' ? 'RS256' : 'ES256';
+      return { type: 'client_credentials', clientId: context.client_id!, authMethod: 'private_key_jwt', privateKey: context.private_key_pem!, alg };
+    }
+    case 'auth/cross-app-access-complete-flow':
+    case 'auth/enterprise-managed-authorization':
+      need(context, scenario, 'client_id', 'client_secret', 'idp_client_id', 'idp_id_token', 'idp_token_endpoint');
+      return {
+        type: 'enterprise',
+        clientId: context.client_id!,
+        clientSecret: context.client_secret!,
+        authMethod: 'client_secret_basic',
+        idp: { tokenEndpoint: context.idp_token_endpoint!, clientId: context.idp_client_id!, idToken: context.idp_id_token! },
+      };
+    case 'auth/wif-jwt-bearer': {
+      need(context, scenario, 'valid_jwt');
+      const workloadJwt = context.valid_jwt!;
+      return { type: 'jwt_bearer', assertionProvider: () => workloadJwt };
+    }
+    default:
+      return undefined;
+  }
 }
 
 function readContext(): ConformanceContext {
@@ -86,14 +119,12 @@ function clientOptions(scenario: string, context: ConformanceContext): NonNullab
 }
 
 async function run(serverUrl: string, scenario: string): Promise<OAuthSession> {
-  const unsupported = UNSUPPORTED_CONFIGURATIONS[scenario];
-  if (unsupported !== undefined) {
-    throw new ClientFailure('client.unsupported_grant', `${scenario} needs ${unsupported}, which the engine does not implement yet`);
-  }
   const context = readContext();
   const agent = createHeadlessUserAgent({ deliver: false });
+  const grant = grantOptions(scenario, context);
   const session = createOAuthSession({
     serverUrl,
+    ...(grant === undefined ? {} : { grant }),
     client: clientOptions(scenario, context),
     redirect: { uri: REDIRECT_URI },
     openAuthorizationUrl: (url, { redirectUri, signal }) => agent.authorize(url, redirectUri, signal),

@@ -1,4 +1,4 @@
-export { createOAuthSession, type OAuthSession, type OAuthActor } from './adapters/session.js';
+export { createOAuthSession, type OAuthSession, type OAuthActor, type LogoutResult } from './adapters/session.js';
 export type { OAuthSessionOptions, AuthorizationUrlOpener } from './adapters/options.js';
 export { createMemoryStore } from './adapters/stores/memory.js';
 export { createFileStore, defaultStoreDirectory } from './adapters/stores/file.js';

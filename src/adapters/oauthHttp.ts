@@ -7,7 +7,7 @@ import { lookup as dnsLookup } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { HttpRequest, HttpResponseData } from '../machines/http.js';
-import { classifyAddress, isAllowedOAuthUrl, networkClassAllowed, splitUrl, type NetworkClass } from '../machines/urls.js';
+import { classifyAddress, isAllowedOAuthUrl, networkClassAllowed, sameOrigin, splitUrl, type NetworkClass } from '../machines/urls.js';
 
 export type OAuthHttpOutcome =
   | { ok: true; response: HttpResponseData }
@@ -153,7 +153,11 @@ export async function performOAuthRequest(httpRequest: HttpRequest, options: OAu
           return { ok: false, reason: 'redirect', message: `${httpRequest.step} endpoint answered ${response.statusCode} with a redirect; not followed` };
         }
         if (hop >= options.maxRedirects) return { ok: false, reason: 'redirect', message: 'too many redirects' };
-        url = new URL(location, url).href;
+        const next = new URL(location, url).href;
+        // A discovery redirect stays on the origin that was asked (DESIGN policy 2, REL-3): a hop to
+        // another origin would fetch a document the origin rule never approved (C13).
+        if (!sameOrigin(next, url)) return { ok: false, reason: 'redirect', message: `${httpRequest.step} redirect to another origin; not followed` };
+        url = next;
         continue;
       }
       const body = await readCapped(response.body, options.maxBodyBytes);

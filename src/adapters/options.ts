@@ -5,7 +5,7 @@
 import type { Dispatcher } from 'undici';
 import * as z from 'zod';
 import { OAuthConfigError } from '../machines/errors.js';
-import type { EngineConfig, EnginePolicy, PreregisteredClient } from '../machines/oauth.types.js';
+import type { EngineConfig, EnginePolicy, GrantConfig, PreregisteredClient } from '../machines/oauth.types.js';
 import { DEFAULT_POLICY } from '../machines/policy.js';
 import { ClientMetadataSchema, TokenEndpointAuthMethodSchema, type ClientMetadata } from '../machines/schemas.js';
 import type { CredentialStore } from '../machines/store.js';
@@ -22,12 +22,65 @@ export type AuthorizationUrlOpener = (
   context: { redirectUri: string; signal: AbortSignal },
 ) => void | URLSearchParams | Promise<void | URLSearchParams>;
 
+/** What a JWT assertion is for: the adapter passes it to the application's provider. */
+export interface AssertionRequest {
+  /** The authorization server's issuer (or, for an ID token, the MCP authorization server it is exchanged for). */
+  audience: string;
+  /** The PRM `resource` the token is for. */
+  resource: string;
+}
+export type AssertionProvider = (request: AssertionRequest) => string | Promise<string>;
+
+/** A private key: PKCS#8 PEM, or a JWK (with `d`). */
+export type PrivateKeyInput = string | (Record<string, unknown> & { kty: string });
+
+interface ClientAuthOptions {
+  clientId: string;
+  clientSecret?: string;
+  /** Default: `private_key_jwt` with a key or provider, else `client_secret_basic` with a secret, else `none`. */
+  authMethod?: 'none' | 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+  /** For `private_key_jwt`: the key the adapter signs client assertions with (it never enters the machine). */
+  privateKey?: PrivateKeyInput;
+  alg?: 'ES256' | 'RS256';
+}
+
+/**
+ * A machine-to-machine grant, chosen by configuration (never guessed from a server's answers).
+ * Discovery, `resource`, issuer binding and errors are those of the browser flow.
+ */
+export type GrantOptions =
+  | (ClientAuthOptions & {
+      type: 'client_credentials';
+      /** For `private_key_jwt` without a key: returns a signed client assertion. */
+      assertionProvider?: AssertionProvider;
+    })
+  | (Partial<ClientAuthOptions> & {
+      type: 'jwt_bearer';
+      /** Returns the JWT bearer assertion (RFC 7523), e.g. a workload identity token. */
+      assertionProvider: AssertionProvider;
+    })
+  | (ClientAuthOptions & {
+      type: 'enterprise';
+      idp: { tokenEndpoint: string; clientId: string; clientSecret?: string; idToken?: string; idTokenProvider?: AssertionProvider };
+    });
+
+/** What only the adapter holds: keys and providers. */
+export interface GrantCredentials {
+  privateKey?: PrivateKeyInput;
+  alg: 'ES256' | 'RS256';
+  clientAssertionProvider?: AssertionProvider;
+  assertionProvider?: AssertionProvider;
+  idTokenProvider?: AssertionProvider;
+}
+
 export interface OAuthSessionOptions {
   /** The MCP server URL (the resource). */
   serverUrl: string;
   store?: CredentialStore;
   /** Store key; default the canonical server URL. */
   storeKey?: string;
+  /** Scope requested in every authorization, in addition to what the server asks for. */
+  scope?: string;
   client?: {
     /** RFC 7591 client metadata for dynamic registration (redirect URIs are filled in by the session). */
     metadata?: Partial<ClientMetadata> & Record<string, unknown>;
@@ -59,6 +112,8 @@ export interface OAuthSessionOptions {
   resume?: unknown;
   /** Receives each redacted step of the machine as it happens. */
   observe?: (entry: TraceEntry) => void;
+  /** A machine-to-machine grant instead of the browser flow (client credentials, JWT bearer, enterprise). */
+  grant?: GrantOptions;
 }
 
 
@@ -68,13 +123,46 @@ export interface ResolvedOptions {
   redirect: { kind: 'loopback'; host: '127.0.0.1' | '::1' | 'localhost'; port: number; path: string } | { kind: 'fixed'; uri: string };
   deadlines: { oauthRequestMs: number; callbackMs: number; mcpHeadersMs: number; connectMs: number; storeMs: number };
   maxBodyBytes: number;
+  /** Keys and providers of a machine-to-machine grant: the adapter's, never the machine's. */
+  grantCredentials?: GrantCredentials;
 }
+
+const providerSchema = z.custom<AssertionProvider>((value) => typeof value === 'function', 'must be a function');
+const privateKeySchema = z.union([z.string().includes('PRIVATE KEY'), z.looseObject({ kty: z.string(), d: z.string() })]);
+const clientAuthShape = {
+  clientId: z.string().min(1),
+  clientSecret: z.string().min(1).optional(),
+  authMethod: z.enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']).optional(),
+  privateKey: privateKeySchema.optional(),
+  alg: z.enum(['ES256', 'RS256']).optional(),
+};
+const GrantSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('client_credentials'), ...clientAuthShape, assertionProvider: providerSchema.optional() }),
+  z.object({
+    type: z.literal('jwt_bearer'),
+    ...clientAuthShape,
+    clientId: z.string().min(1).optional(),
+    assertionProvider: providerSchema,
+  }),
+  z.object({
+    type: z.literal('enterprise'),
+    ...clientAuthShape,
+    idp: z.object({
+      tokenEndpoint: z.url({ protocol: /^https?$/ }),
+      clientId: z.string().min(1),
+      clientSecret: z.string().min(1).optional(),
+      idToken: z.string().min(1).optional(),
+      idTokenProvider: providerSchema.optional(),
+    }),
+  }),
+]);
 
 const positiveMs = z.number().int().positive().max(24 * 3600 * 1000);
 
 const OptionsSchema = z.object({
   serverUrl: z.url({ protocol: /^https?$/ }),
   storeKey: z.string().min(1).optional(),
+  scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/).optional(),
   client: z
     .object({
       metadata: ClientMetadataSchema.partial().optional(),
@@ -118,10 +206,58 @@ const OptionsSchema = z.object({
       maxAuthorizations: z.number().int().min(1).max(10).optional(),
       minTokenLifetimeSeconds: z.number().int().min(0).optional(),
       maxTokenLifetimeSeconds: z.number().int().positive().optional(),
+      dpop: z.enum(['auto', 'always', 'off']).optional(),
     })
     .optional(),
   allowInsecureServerUrl: z.boolean().optional(),
+  grant: GrantSchema.optional(),
 });
+
+/** The grant as the machine sees it (no keys, no providers) and what the adapter keeps. */
+function resolveGrant(grant: z.infer<typeof GrantSchema>): { config: GrantConfig; credentials: GrantCredentials } {
+  const clientAssertionProvider = grant.type === 'client_credentials' ? grant.assertionProvider : undefined;
+  const canSign = grant.privateKey !== undefined || clientAssertionProvider !== undefined;
+  const authMethod = grant.authMethod ?? (canSign ? 'private_key_jwt' : grant.clientSecret !== undefined ? 'client_secret_basic' : 'none');
+  if ((authMethod === 'client_secret_basic' || authMethod === 'client_secret_post') && grant.clientSecret === undefined) {
+    throw configError('grant.clientSecret', `required for ${authMethod}`);
+  }
+  if (authMethod === 'private_key_jwt' && !canSign) throw configError('grant.privateKey', 'private_key_jwt needs a private key (PKCS#8 PEM or JWK) or an assertionProvider');
+  if (authMethod === 'private_key_jwt' && grant.clientId === undefined) throw configError('grant.clientId', 'required for private_key_jwt');
+  if (authMethod !== 'none' && grant.clientId === undefined) throw configError('grant.clientId', `required for ${authMethod}`);
+  const client = {
+    ...(grant.clientId === undefined ? {} : { clientId: grant.clientId }),
+    ...(grant.clientSecret === undefined ? {} : { clientSecret: grant.clientSecret }),
+    authMethod,
+  };
+  const credentials: GrantCredentials = {
+    alg: grant.alg ?? 'ES256',
+    ...(grant.privateKey === undefined ? {} : { privateKey: grant.privateKey as PrivateKeyInput }),
+    ...(clientAssertionProvider === undefined ? {} : { clientAssertionProvider }),
+  };
+  switch (grant.type) {
+    case 'client_credentials':
+      return { config: { type: 'client_credentials', clientId: grant.clientId, ...client, authMethod }, credentials };
+    case 'jwt_bearer':
+      return { config: { type: 'jwt_bearer', ...client }, credentials: { ...credentials, assertionProvider: grant.assertionProvider } };
+    case 'enterprise': {
+      const { idp } = grant;
+      if (!isAllowedOAuthUrl(idp.tokenEndpoint)) throw configError('grant.idp.tokenEndpoint', 'must be https (http only on loopback)');
+      const idToken = idp.idToken;
+      const idTokenProvider = idp.idTokenProvider ?? (idToken === undefined ? undefined : () => idToken);
+      if (idTokenProvider === undefined) throw configError('grant.idp.idToken', 'an ID token or an idTokenProvider is required');
+      return {
+        config: {
+          type: 'enterprise',
+          clientId: grant.clientId,
+          ...client,
+          authMethod,
+          idp: { tokenEndpoint: idp.tokenEndpoint, clientId: idp.clientId, ...(idp.clientSecret === undefined ? {} : { clientSecret: idp.clientSecret }) },
+        },
+        credentials: { ...credentials, idTokenProvider },
+      };
+    }
+  }
+}
 
 function configError(field: string, problem: string): OAuthConfigError {
   return new OAuthConfigError({ code: 'config.invalid_option', message: `${field}: ${problem}` });
@@ -174,7 +310,9 @@ export function resolveOptions(options: OAuthSessionOptions): ResolvedOptions {
 
   const { redirect_uris: _ignored, ...metadata } = (input.client?.metadata ?? {}) as Partial<ClientMetadata>;
   const clientRedirects = metadataRedirects ?? (redirect.kind === 'loopback' && redirect.port !== 0 ? [loopbackUri(redirect, redirect.port)] : undefined);
+  const grant = input.grant === undefined ? undefined : resolveGrant(input.grant);
   const config: EngineConfig = {
+    ...(grant === undefined ? {} : { grant: grant.config }),
     serverUrl,
     protocolVersion: input.protocolVersion ?? DEFAULT_PROTOCOL_VERSION,
     clientMetadata: {
@@ -183,6 +321,7 @@ export function resolveOptions(options: OAuthSessionOptions): ResolvedOptions {
       ...(clientRedirects === undefined ? {} : { redirect_uris: clientRedirects }),
     },
     ...(metadataUrl === undefined ? {} : { clientMetadataUrl: metadataUrl }),
+    ...(input.scope === undefined ? {} : { scope: input.scope }),
     ...(pre === undefined || preRedirects === undefined
       ? {}
       : {
@@ -208,6 +347,7 @@ export function resolveOptions(options: OAuthSessionOptions): ResolvedOptions {
       storeMs: input.deadlines?.storeMs ?? 20_000,
     },
     maxBodyBytes: input.maxBodyBytes ?? 1024 * 1024,
+    ...(grant === undefined ? {} : { grantCredentials: grant.credentials }),
   };
 }
 

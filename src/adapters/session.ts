@@ -21,6 +21,8 @@ import { startLoopbackCallbackServer, type LoopbackCallbackServer } from './inte
 import { createNetworkPolicy, createOAuthAgent, performOAuthRequest, type NetworkPolicy } from './oauthHttp.js';
 import { loopbackUri, resolveOptions, type AuthorizationUrlOpener, type OAuthSessionOptions, type ResolvedOptions } from './options.js';
 import { createMemoryStore } from './stores/memory.js';
+import { CredentialUnavailable, GrantSigner } from './grantCredentials.js';
+import { DpopProver } from './dpop.js';
 import { statePath, TraceRecorder, type Trace } from './trace.js';
 
 export type OAuthActor = Actor<typeof oauthMachine>;
@@ -43,6 +45,12 @@ export interface OAuthSession {
   authorize(): Promise<void>;
   /** A valid access token, refreshing or authorizing when needed. */
   getAccessToken(): Promise<string>;
+  /**
+   * Signs out: revokes at the authorization server (RFC 7009) when it advertised a revocation
+   * endpoint, then deletes the stored tokens (compare-and-delete). A refused or failed revocation
+   * still deletes them and is reported in the result.
+   */
+  logout(): Promise<LogoutResult>;
   /** Delivers an authorization response (the redirect's query) to a waiting flow. */
   handleCallback(params: URLSearchParams | Record<string, string | string[]>): 'accepted' | 'rejected';
   /** The machine snapshot while it waits or is settled. It holds secrets: hand it only to a store. */
@@ -53,14 +61,29 @@ export interface OAuthSession {
   close(): Promise<void>;
 }
 
+export interface LogoutResult {
+  /** Tokens were held (locally or in the store) when the sign-out ran. */
+  hadTokens: boolean;
+  /** A revocation request was sent. */
+  revocationAttempted: boolean;
+  /** The server confirmed the revocation (HTTP 200). */
+  revoked: boolean;
+  /** Why a revocation that was attempted did not succeed (`revocation.refused`, `network.timeout`…). */
+  problem?: { code: string; message: string };
+}
+
 interface Authorization {
   header: string | undefined;
   version: number | null;
+  /** A DPoP-bound token (RFC 9449): each request carries a fresh proof with `ath` of it. */
+  dpopToken?: string;
 }
 
 interface Challenge {
   status: number;
   wwwAuthenticate: string | undefined;
+  /** The resource server's `DPoP error="use_dpop_nonce"` with its `DPoP-Nonce`. */
+  dpopNonce?: string | undefined;
 }
 
 export function createOAuthSession(options: OAuthSessionOptions): OAuthSession {
@@ -92,6 +115,9 @@ class Session implements OAuthSession {
   private readonly networkCauses = new Map<string, unknown>();
   private lastNetworkCause: unknown;
   private closed = false;
+  private readonly grantSigner: GrantSigner;
+  /** One DPoP key pair per session (RFC 9449), created on first use; nonces per origin. */
+  private readonly dpop: DpopProver;
 
   constructor(
     private readonly options: OAuthSessionOptions,
@@ -101,6 +127,8 @@ class Session implements OAuthSession {
     this.clock = options.clock ?? Date.now;
     this.randomBytes = options.randomBytes ?? systemRandomBytes;
     this.opener = options.openAuthorizationUrl ?? defaultOpener;
+    this.grantSigner = new GrantSigner(resolved.grantCredentials, this.randomBytes, this.clock);
+    this.dpop = new DpopProver(this.randomBytes, this.clock);
     this.recorder = new TraceRecorder(2_000, options.observe);
     this.ownsMcpDispatcher = options.dispatcher === undefined;
     this.mcpDispatcher =
@@ -333,15 +361,39 @@ class Session implements OAuthSession {
       this.send({ type: 'http.failed', id: request.id, reason: 'unreachable', message: 'network policy unavailable', at: this.clock() });
       return;
     }
-    this.oauthAgent ??= createOAuthAgent(policy, this.resolved.deadlines.connectMs);
-    const outcome = await performOAuthRequest(request, {
-      dispatcher: this.oauthAgent,
-      deadlineMs: this.resolved.deadlines.oauthRequestMs,
-      maxBodyBytes: this.resolved.maxBodyBytes,
-      maxRedirects: 3,
-      checkTarget: policy.checkTarget,
-      signal: this.lifetime.signal,
-    });
+    const agent = (this.oauthAgent ??= createOAuthAgent(policy, this.resolved.deadlines.connectMs));
+    let outcome: Awaited<ReturnType<typeof performOAuthRequest>> | undefined;
+    // DESIGN policy 9: one DPoP nonce retry per request, then the answer goes to the machine as it came.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let wire: HttpRequest;
+      try {
+        // Requests the machine marked get their client assertion, grant assertion and DPoP proof here, never earlier.
+        wire = await this.grantSigner.complete(request);
+        if (request.dpop) {
+          const { dpop: _marked, ...rest } = wire;
+          wire = { ...rest, headers: { ...rest.headers, dpop: await this.dpop.proof(request.method, request.url) } };
+        }
+      } catch (error) {
+        const message = error instanceof CredentialUnavailable ? error.message : 'the request could not be signed';
+        this.send({ type: 'http.failed', id: request.id, reason: 'credential', message, at: this.clock() });
+        return;
+      }
+      outcome = await performOAuthRequest(wire, {
+        dispatcher: agent,
+        deadlineMs: this.resolved.deadlines.oauthRequestMs,
+        maxBodyBytes: this.resolved.maxBodyBytes,
+        maxRedirects: 3,
+        checkTarget: policy.checkTarget,
+        signal: this.lifetime.signal,
+      });
+      if (!request.dpop || !outcome.ok) break;
+      const nonce = outcome.response.headers['dpop-nonce'];
+      if (attempt === 0 && isUseDpopNonce(outcome.response) && this.dpop.rememberNonce(request.url, nonce)) continue;
+      // RFC 9449 §8.2: a server may hand out the next nonce with any answer.
+      if (nonce !== undefined) this.dpop.rememberNonce(request.url, nonce);
+      break;
+    }
+    if (outcome === undefined) return;
     if (outcome.ok) {
       this.send({ type: 'http.response', id: request.id, ...outcome.response, at: this.clock() });
     } else {
@@ -470,6 +522,7 @@ class Session implements OAuthSession {
     const tokens = snapshot.context.tokens;
     if (!tokens) return snapshot.hasTag('settled') ? { header: undefined, version: null } : undefined;
     if (needsRefresh(tokens, this.clock(), this.resolved.config.policy.refreshSkewMs)) return undefined;
+    if (tokens.token_type === 'dpop') return { header: `DPoP ${tokens.access_token}`, version: snapshot.context.tokenVersion, dpopToken: tokens.access_token };
     return { header: `Bearer ${tokens.access_token}`, version: snapshot.context.tokenVersion };
   }
 
@@ -489,15 +542,26 @@ class Session implements OAuthSession {
    * One caller request: send, and on a 401 or a 403 `insufficient_scope` let the machine recover
    * (replay with a newer token, refresh, authorize, step up), then replay. Bounded per request.
    */
-  private async authorized<R>(send: (authorization: string | undefined) => Promise<R>, challengeOf: (response: R) => Challenge | undefined, release: (response: R) => Promise<void>): Promise<R> {
+  private async authorized<R>(send: (authorization: Authorization) => Promise<R>, challengeOf: (response: R) => Challenge | undefined, release: (response: R) => Promise<void>): Promise<R> {
     let authorizations = 0;
     let refreshes = 0;
+    let nonceRetried = false;
     let response: R | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const { header, version } = await this.authorization();
-      response = await send(header);
+      const current = await this.authorization();
+      const { version } = current;
+      response = await send(current);
       const challenge = challengeOf(response);
       if (!challenge || attempt === MAX_ATTEMPTS - 1) return response;
+      // RFC 9449 §9: the MCP server wants a nonce in the proof: exactly one retry with it, no flow.
+      if (current.dpopToken !== undefined && !nonceRetried && challenge.dpopNonce !== undefined && isDpopNonceChallenge(challenge.wwwAuthenticate)) {
+        nonceRetried = true;
+        if (this.dpop.rememberNonce(this.resolved.config.serverUrl, challenge.dpopNonce)) {
+          await release(response);
+          attempt--;
+          continue;
+        }
+      }
       const snapshot = this.actor.getSnapshot();
       // One full authorization per failing request: a 401 to its fresh token is final.
       if (challenge.status === 401 && authorizations > 0 && version === snapshot.context.tokenVersion) {
@@ -531,7 +595,7 @@ class Session implements OAuthSession {
     }
     const response = await this.authorized(
       (authorization) => this.sendFetch(parts, authorization),
-      (res) => challengeFrom(res.status, res.headers.get('www-authenticate') ?? undefined),
+      (res) => challengeFrom(res.status, res.headers.get('www-authenticate') ?? undefined, res.headers.get('dpop-nonce') ?? undefined),
       async (res) => {
         await res.body?.cancel().catch(() => undefined);
       },
@@ -539,13 +603,15 @@ class Session implements OAuthSession {
     return response as unknown as Response;
   };
 
-  private async sendFetch(parts: RequestParts, authorization: string | undefined): Promise<import('undici').Response> {
+  private async sendFetch(parts: RequestParts, authorization: Authorization): Promise<import('undici').Response> {
     let url = parts.url;
     let method = parts.init.method ?? 'GET';
     let body = parts.init.body;
     for (let hop = 0; ; hop++) {
       const headers = new Headers(parts.init.headers as HeadersInit | undefined);
-      if (authorization) headers.set('authorization', authorization);
+      if (authorization.header) headers.set('authorization', authorization.header);
+      // A proof per request and per hop: htm and htu are this hop's.
+      if (authorization.dpopToken !== undefined) headers.set('dpop', await this.dpop.proof(method, url, authorization.dpopToken));
       const response = await undiciFetch(url, {
         ...parts.init,
         method,
@@ -577,12 +643,16 @@ class Session implements OAuthSession {
       const relay = new RelayController();
       let started = false;
       this.authorized<AttemptOutcome>(
-        (authorization) =>
-          new Promise<AttemptOutcome>((resolve) => {
-            const headers = withHeader(opts.headers, 'authorization', authorization);
+        async (authorization) => {
+          const proof =
+            authorization.dpopToken === undefined ? undefined : await this.dpop.proof(opts.method, `${origin}${opts.path}`, authorization.dpopToken);
+          return new Promise<AttemptOutcome>((resolve) => {
+            const bearer = withHeader(opts.headers, 'authorization', authorization.header);
+            const headers = proof === undefined ? bearer : { ...bearer, dpop: proof };
             const attempt = new AttemptHandler(target, relay, replayable, () => started, () => (started = true), resolve);
             dispatch({ ...opts, headers }, attempt);
-          }),
+          });
+        },
         (outcome) => (outcome.kind === 'challenge' ? outcome.challenge : undefined),
         async () => undefined,
       ).then(
@@ -618,7 +688,33 @@ class Session implements OAuthSession {
     await this.authorize();
     const current = this.currentAuthorization();
     if (!current?.header) throw new OAuthFlowError({ code: 'flow.no_token', message: 'no access token is held' });
-    return current.header.slice('Bearer '.length);
+    return current.dpopToken ?? current.header.slice('Bearer '.length);
+  }
+
+  async logout(): Promise<LogoutResult> {
+    await this.restored();
+    // A running flow or refresh finishes first (its outcome is what gets revoked); its writes land first too.
+    for (let round = 0; round < MAX_ATTEMPTS && this.inFlight; round++) await this.inFlight.catch(() => undefined);
+    await this.drainSaves();
+    let revocationAttempted = false;
+    const listener = this.actor.on('http.request', (effect) => {
+      if (effect.request.step === 'revocation') revocationAttempted = true;
+    });
+    const before = this.actor.getSnapshot().context;
+    const noticesBefore = before.notices.length;
+    try {
+      await this.trigger({ type: 'logout', at: this.clock() });
+    } finally {
+      listener.unsubscribe();
+    }
+    const after = this.actor.getSnapshot().context;
+    const problem = revocationAttempted ? after.notices.slice(noticesBefore).find((n) => n.code.startsWith('revocation.') || n.code.startsWith('network.')) : undefined;
+    return {
+      hadTokens: revocationAttempted || before.tokens !== undefined,
+      revocationAttempted,
+      revoked: revocationAttempted && problem === undefined,
+      ...(problem === undefined ? {} : { problem: { code: problem.code, message: problem.message } }),
+    };
   }
 
   persist(): unknown {
@@ -690,8 +786,24 @@ function callbackParams(params: URLSearchParams | Record<string, string | string
   return out;
 }
 
-function challengeFrom(status: number, wwwAuthenticate: string | undefined): Challenge | undefined {
-  if (status === 401) return { status, wwwAuthenticate };
+/** RFC 9449 §8: the authorization server's 400 `use_dpop_nonce`. */
+function isUseDpopNonce(response: { status: number; body: string }): boolean {
+  if (response.status !== 400 && response.status !== 401) return false;
+  try {
+    return (JSON.parse(response.body) as { error?: unknown }).error === 'use_dpop_nonce';
+  } catch {
+    return false;
+  }
+}
+
+/** RFC 9449 §9: `WWW-Authenticate: DPoP error="use_dpop_nonce"`. */
+function isDpopNonceChallenge(wwwAuthenticate: string | undefined): boolean {
+  const challenge = readBearerChallenge(wwwAuthenticate);
+  return challenge?.scheme === 'dpop' && challenge.error === 'use_dpop_nonce';
+}
+
+function challengeFrom(status: number, wwwAuthenticate: string | undefined, dpopNonce?: string): Challenge | undefined {
+  if (status === 401) return { status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) };
   if (status === 403 && readBearerChallenge(wwwAuthenticate)?.error === 'insufficient_scope') return { status, wwwAuthenticate };
   return undefined;
 }
@@ -799,7 +911,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     const www = headers['www-authenticate'];
-    const challenge = challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www);
+    const nonce = headers['dpop-nonce'];
+    const challenge = challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce);
     if (challenge && this.replayable) {
       this.swallowed = { status: statusCode, headers };
       return;
@@ -818,9 +931,11 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (swallowed) {
       const www = swallowed.headers['www-authenticate'];
       const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
+      const nonce = swallowed.headers['dpop-nonce'];
+      const dpopNonce = Array.isArray(nonce) ? nonce[0] : nonce;
       this.resolve({
         kind: 'challenge',
-        challenge: { status: swallowed.status, wwwAuthenticate },
+        challenge: { status: swallowed.status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) },
         // When the attempts are spent the caller still receives the final challenge as it came.
         forward: () => {
           this.target.onResponseStart?.(this.relay, swallowed.status, swallowed.headers as never, '');

@@ -170,7 +170,8 @@ class Session implements BrowserSession {
       ...(options.storeKey === undefined ? {} : { storeKey: options.storeKey }),
       ...(options.deadlines === undefined ? {} : { deadlines: options.deadlines }),
       ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
-      ...(options.policy === undefined ? {} : { policy: options.policy }),
+      // The page adapter signs no DPoP proofs (yet): never ask the machine to mark requests for them.
+      policy: { ...options.policy, dpop: 'off' },
       ...(options.protocolVersion === undefined ? {} : { protocolVersion: options.protocolVersion }),
       ...(options.allowInsecureServerUrl === undefined ? {} : { allowInsecureServerUrl: options.allowInsecureServerUrl }),
     });

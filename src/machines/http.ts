@@ -9,6 +9,19 @@ export interface HttpRequest {
   url: string;
   headers: Record<string, string>;
   body?: string;
+  /**
+   * RFC 7523 client authentication the adapter completes just before sending: it signs a JWT
+   * (iss = sub = clientId, aud = audience only, short exp, unique jti) and appends
+   * `client_assertion_type` and `client_assertion` to the form body. Keys never enter the machine.
+   */
+  clientAuth?: { method: 'private_key_jwt'; clientId: string; audience: string };
+  /**
+   * A form parameter the adapter fills from the application's credential source just before
+   * sending: the JWT bearer `assertion` (RFC 7523) or the token-exchange `subject_token` (RFC 8693).
+   */
+  assertion?: { param: 'assertion' | 'subject_token'; source: 'jwt_bearer' | 'id_token'; audience: string; resource: string };
+  /** RFC 9449: the adapter adds a fresh DPoP proof (its session key) and honours one `use_dpop_nonce`. */
+  dpop?: boolean;
 }
 
 export interface HttpResponseData {

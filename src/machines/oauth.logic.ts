@@ -17,6 +17,8 @@ import {
 import { chooseTokenEndpointAuthMethod, clientUsable } from './steps/registration.js';
 import { addsScope, selectScope, unionScopes, withOfflineAccess } from './steps/scope.js';
 import { needsRefresh, processTokenResponse } from './steps/token.js';
+import { buildClientCredentialsRequest, buildJwtBearerRequest, buildTokenExchangeRequest, processTokenExchangeResponse } from './steps/grants.js';
+import { processRevocationResponse } from './steps/revocation.js';
 import type { ClientRecord, TokenRecord } from './store.js';
 import { readBearerChallenge } from './wwwAuthenticate.js';
 import {
@@ -54,6 +56,8 @@ export function isPending(context: EngineContext, event: EngineEvent): boolean {
 export function networkError(step: HttpRequest['step'], event: EngineEvent): FlowErrorData {
   const reason = event.type === 'http.failed' ? event.reason : 'unknown';
   const message = event.type === 'http.failed' ? event.message : 'request failed';
+  // The adapter could not complete a marked request (no key, the assertion provider failed): not the network.
+  if (reason === 'credential') return flowError('token', 'token.credential_unavailable', `${step} request not sent: ${message}`);
   return flowError('network', `network.${reason}`, `${step} request failed: ${message}`);
 }
 
@@ -181,6 +185,8 @@ export function asmOutcome(context: EngineContext): Result<AuthorizationServerMe
     ...(context.legacy ? { legacyServerOrigin: originOf(context.config.serverUrl) } : {}),
   });
   if (!outcome.ok) return outcome;
+  // PKCE protects the authorization code; a machine-to-machine grant has none.
+  if (context.config.grant !== undefined) return outcome;
   const pkce = checkPkceSupport(outcome.value, {
     quirkIssuers: context.config.policy.pkceQuirkIssuers,
     allowUnadvertised: context.config.policy.allowUnadvertisedPkce,
@@ -189,6 +195,7 @@ export function asmOutcome(context: EngineContext): Result<AuthorizationServerMe
 }
 
 export function pkceNotice(context: EngineContext): string | undefined {
+  if (context.config.grant !== undefined) return undefined;
   const verdict = checkPkceSupport(context.asm, {
     quirkIssuers: context.config.policy.pkceQuirkIssuers,
     allowUnadvertised: context.config.policy.allowUnadvertisedPkce,
@@ -219,6 +226,8 @@ export function resourceFor(context: EngineContext): string {
 // ---------------------------------------------------------------- scope
 
 export function wantsRefreshTokens(context: EngineContext): boolean {
+  // A machine-to-machine grant is simply run again; it asks for no refresh token (no offline_access).
+  if (context.config.grant !== undefined) return false;
   const grants = context.config.clientMetadata.grant_types;
   return grants === undefined || grants.includes('refresh_token');
 }
@@ -230,7 +239,7 @@ export function scopeForFlow(context: EngineContext): string | undefined {
     ...(context.asm?.scopes_supported === undefined ? {} : { asScopesSupported: context.asm.scopes_supported }),
     wantsRefreshTokens: wantsRefreshTokens(context),
   });
-  return unionScopes(context.scopeFloor, selected ?? context.config.clientMetadata.scope);
+  return unionScopes(context.scopeFloor, context.config.scope, selected ?? context.config.clientMetadata.scope);
 }
 
 /** SEP-2350: held ∪ requested ∪ challenged. */
@@ -363,7 +372,7 @@ export function tokenOutcome(context: EngineContext, event: EngineEvent, previou
   }
   const issuer = previous?.issuer ?? context.transaction?.issuer ?? context.issuer ?? '';
   const resource = previous?.resource ?? context.transaction?.resource ?? resourceFor(context);
-  const requestedScope = previous ? undefined : context.transaction?.scope;
+  const requestedScope = previous ? undefined : context.config.grant !== undefined ? context.requestedScope : context.transaction?.scope;
   return processTokenResponse(event, {
     at: event.at,
     issuer,
@@ -372,7 +381,26 @@ export function tokenOutcome(context: EngineContext, event: EngineEvent, previou
     ...(previous === undefined ? {} : { previous }),
     minLifetimeSeconds: context.config.policy.minTokenLifetimeSeconds,
     maxLifetimeSeconds: context.config.policy.maxTokenLifetimeSeconds,
+    dpop: dpopInUse(context, previous),
   });
+}
+
+/**
+ * DESIGN policy 11: DPoP when the authorization server lists ES256 in
+ * `dpop_signing_alg_values_supported` (the option forces or disables it). A refresh keeps the
+ * binding the held token has.
+ */
+export function dpopInUse(context: EngineContext, previous?: TokenRecord): boolean {
+  const mode = context.config.policy.dpop;
+  if (mode === 'off') return false;
+  if (mode === 'always') return true;
+  if (previous !== undefined) return previous.token_type === 'dpop';
+  return context.asm?.dpop_signing_alg_values_supported?.includes('ES256') === true;
+}
+
+/** Marks a token request for a DPoP proof when DPoP is in use. */
+export function withDpop(context: EngineContext, request: HttpRequest, previous?: TokenRecord): HttpRequest {
+  return dpopInUse(context, previous) ? { ...request, dpop: true } : request;
 }
 
 /** `invalid_grant` and its kin mean the refresh token is dead: forget that generation, authorize anew. */
@@ -385,4 +413,73 @@ export function refreshRejectedGrant(context: EngineContext, event: EngineEvent)
 export function refreshRejectedClient(context: EngineContext, event: EngineEvent): boolean {
   const outcome = tokenOutcome(context, event, context.tokens);
   return !outcome.ok && (outcome.error.oauthError === 'invalid_client' || outcome.error.oauthError === 'unauthorized_client');
+}
+
+// ---------------------------------------------------------------- revocation (RFC 7009)
+
+/** Revocation needs tokens, the endpoint the issuer advertised and the identity they were issued to. */
+export function canRevoke(context: EngineContext): boolean {
+  const { tokens, discovery, client } = context;
+  return (
+    tokens !== undefined &&
+    discovery?.revocation_endpoint !== undefined &&
+    discovery.issuer === tokens.issuer &&
+    client !== undefined &&
+    client.issuer === tokens.issuer
+  );
+}
+
+export function revocationAccepted(context: EngineContext, event: EngineEvent): boolean {
+  return event.type === 'http.response' && isPending(context, event) && processRevocationResponse(event).ok;
+}
+
+/** What a refused or failed revocation is reported as (the tokens are forgotten locally either way). */
+export function revocationProblem(event: EngineEvent): FlowErrorData {
+  if (event.type === 'http.response') {
+    const outcome = processRevocationResponse(event);
+    return outcome.ok ? flowError('token', 'revocation.internal', 'revocation accepted') : outcome.error;
+  }
+  return networkError('revocation', event);
+}
+
+// ---------------------------------------------------------------- machine-to-machine grants (issue 4)
+
+export type GrantKind = NonNullable<EngineContext['config']['grant']>['type'];
+
+export function grantIs(context: EngineContext, kind: GrantKind): boolean {
+  return context.config.grant?.type === kind;
+}
+
+/** The grant request for this flow: same `resource` and scope selection as the browser flow. */
+export function grantRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const grant = context.config.grant;
+  const { asm, issuer } = context;
+  if (!grant || !asm || issuer === undefined) return undefined;
+  const common = {
+    tokenEndpoint: asm.token_endpoint,
+    issuer,
+    client: { ...(grant.clientId === undefined ? {} : { clientId: grant.clientId }), ...(grant.clientSecret === undefined ? {} : { clientSecret: grant.clientSecret }), authMethod: grant.authMethod },
+    resource: resourceFor(context),
+    ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+  };
+  if (grant.type === 'client_credentials') return buildClientCredentialsRequest(id, common);
+  return buildJwtBearerRequest(id, { ...common, ...(context.idJag === undefined ? {} : { assertion: context.idJag }) });
+}
+
+export function tokenExchangeRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const grant = context.config.grant;
+  if (grant?.type !== 'enterprise' || context.issuer === undefined) return undefined;
+  const idp = grant.idp;
+  return buildTokenExchangeRequest(id, {
+    idpTokenEndpoint: idp.tokenEndpoint,
+    idpClient: { clientId: idp.clientId, ...(idp.clientSecret === undefined ? {} : { clientSecret: idp.clientSecret }), authMethod: idp.clientSecret === undefined ? 'none' : 'client_secret_post' },
+    audience: context.issuer,
+    resource: resourceFor(context),
+    ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+  });
+}
+
+export function tokenExchangeOutcome(event: EngineEvent): Result<string, FlowErrorData> {
+  if (event.type !== 'http.response') return { ok: false, error: flowError('token', 'idp.no_response', 'no token exchange response') };
+  return processTokenExchangeResponse(event);
 }

@@ -9,6 +9,7 @@ import * as logic from './oauth.logic.js';
 import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
 import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
 import { buildCodeExchangeRequest, buildRefreshRequest } from './steps/token.js';
+import { buildRevocationRequest } from './steps/revocation.js';
 import type { DiscoveryRecord } from './store.js';
 
 function initialContext(input: EngineInput): EngineContext {
@@ -94,6 +95,14 @@ export const oauthMachine = setup({
     refreshSucceeded: ({ context, event }) => logic.tokenOutcome(context, event, context.tokens).ok,
     refreshRejectedGrant: ({ context, event }) => logic.refreshRejectedGrant(context, event),
     refreshRejectedClient: ({ context, event }) => logic.refreshRejectedClient(context, event),
+
+    // Machine-to-machine grants (issue 4): chosen by configuration, never by a server's answer.
+    clientCredentialsGrant: ({ context }) => logic.grantIs(context, 'client_credentials'),
+    jwtBearerGrant: ({ context }) => logic.grantIs(context, 'jwt_bearer'),
+    enterpriseGrant: ({ context }) => logic.grantIs(context, 'enterprise'),
+    idJagIssued: ({ event }) => logic.tokenExchangeOutcome(event).ok,
+    canRevoke: ({ context }) => logic.canRevoke(context),
+    revocationAccepted: ({ context, event }) => logic.revocationAccepted(context, event),
   },
   actions: {
     loadRecords: assign(({ context, event }) => {
@@ -295,14 +304,17 @@ export const oauthMachine = setup({
       if (!asm || !client || !transaction || code === undefined) return;
       enqueue.emit({
         type: 'http.request',
-        request: buildCodeExchangeRequest(id, {
-          tokenEndpoint: asm.token_endpoint,
-          client,
-          code,
-          codeVerifier: transaction.codeVerifier,
-          redirectUri: transaction.redirectUri,
-          resource: transaction.resource,
-        }),
+        request: logic.withDpop(
+          context,
+          buildCodeExchangeRequest(id, {
+            tokenEndpoint: asm.token_endpoint,
+            client,
+            code,
+            codeVerifier: transaction.codeVerifier,
+            redirectUri: transaction.redirectUri,
+            resource: transaction.resource,
+          }),
+        ),
       });
     }),
     storeIssuedTokens: enqueueActions(({ context, event, enqueue }) => {
@@ -338,12 +350,16 @@ export const oauthMachine = setup({
       if (!tokens?.refresh_token || !discovery || !client) return;
       enqueue.emit({
         type: 'http.request',
-        request: buildRefreshRequest(id, {
-          tokenEndpoint: discovery.token_endpoint,
-          client,
-          refreshToken: tokens.refresh_token,
-          resource: tokens.resource,
-        }),
+        request: logic.withDpop(
+          context,
+          buildRefreshRequest(id, {
+            tokenEndpoint: discovery.token_endpoint,
+            client,
+            refreshToken: tokens.refresh_token,
+            resource: tokens.resource,
+          }),
+          tokens,
+        ),
       });
     }),
     storeRefreshedTokens: enqueueActions(({ context, event, enqueue }) => {
@@ -362,9 +378,70 @@ export const oauthMachine = setup({
       if (context.generations.client > 0) enqueue.emit({ type: 'store.clear', kind: 'client', ifGeneration: context.generations.client });
     }),
 
+    // RFC 7009: the endpoint and identity come from the records the tokens were stored with.
+    requestRevocation: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      enqueue.assign({ seq, pendingId: id });
+      const { tokens, discovery, client } = context;
+      if (!tokens || discovery?.revocation_endpoint === undefined || !client) return;
+      enqueue.emit({ type: 'http.request', request: buildRevocationRequest(id, { revocationEndpoint: discovery.revocation_endpoint, client, tokens }) });
+    }),
+    /** Signed out whatever the server said: a refusal is a notice, the local tokens go anyway (compare-and-delete). */
+    noteRevocationProblem: enqueueActions(({ context, event, enqueue }) => {
+      const problem = logic.revocationProblem(event);
+      const notice = { code: problem.code, message: problem.message };
+      enqueue.assign({ notices: [...context.notices, notice] });
+      enqueue.emit({ type: 'notice', notice });
+    }),
+    forgetTokens: enqueueActions(({ context, enqueue }) => {
+      enqueue.assign({ tokens: undefined, tokenVersion: context.tokens ? context.tokenVersion + 1 : context.tokenVersion, pendingId: undefined });
+      if (context.generations.tokens > 0) enqueue.emit({ type: 'store.clear', kind: 'tokens', ifGeneration: context.generations.tokens });
+    }),
+    requestGrantToken: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const grantRequest = logic.grantRequest(context, id);
+      const request = grantRequest && logic.withDpop(context, grantRequest);
+      // A grant run is this flow's authorization: a 401 to the token it yields is final for the request.
+      enqueue.assign({ seq, pendingId: id, authorizationCount: context.authorizationCount + 1 });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    requestTokenExchange: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const request = logic.tokenExchangeRequest(context, id);
+      enqueue.assign({ seq, pendingId: id, idJag: undefined });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    acceptIdJag: assign(({ event }) => {
+      const outcome = logic.tokenExchangeOutcome(event);
+      return outcome.ok ? { idJag: outcome.value, pendingId: undefined } : {};
+    }),
+    storeGrantTokens: enqueueActions(({ context, event, enqueue }) => {
+      const outcome = logic.tokenOutcome(context, event);
+      if (!outcome.ok || !context.asm || context.issuer === undefined) return;
+      const discovery: DiscoveryRecord = {
+        issuer: context.issuer,
+        token_endpoint: context.asm.token_endpoint,
+        ...(context.asm.revocation_endpoint === undefined ? {} : { revocation_endpoint: context.asm.revocation_endpoint }),
+        resource: outcome.value.resource,
+        ...(context.resourceMetadataUrl === undefined ? {} : { resource_metadata_url: context.resourceMetadataUrl }),
+        legacy: context.legacy,
+      };
+      enqueue.assign({
+        tokens: outcome.value,
+        tokenVersion: context.tokenVersion + 1,
+        discovery,
+        pendingId: undefined,
+        idJag: undefined,
+        scopeFloor: undefined,
+        challenge: undefined,
+      });
+      enqueue.emit({ type: 'store.save', kind: 'tokens', value: outcome.value, ifGeneration: context.generations.tokens });
+      enqueue.emit({ type: 'store.save', kind: 'discovery', value: discovery, ifGeneration: context.generations.discovery });
+    }),
+
     announceDone: emit({ type: 'flow.done' as const }),
     fail: enqueueActions(({ context, event, enqueue }, params: { error: FlowErrorData }) => {
-      enqueue.assign({ error: params.error, pendingId: undefined, transaction: undefined, code: undefined, lastResponse: undefined });
+      enqueue.assign({ error: params.error, pendingId: undefined, transaction: undefined, code: undefined, idJag: undefined, lastResponse: undefined });
       enqueue.emit({ type: 'flow.failed', error: params.error });
       void context;
       void event;
@@ -395,6 +472,10 @@ export const oauthMachine = setup({
         'store.loaded': [
           { guard: 'loadedTokens', target: '.authorized', actions: 'loadRecords' },
           { target: '.unauthenticated', actions: 'loadRecords' },
+        ],
+        logout: [
+          { guard: 'canRevoke', target: '#oauth.revoking' },
+          { target: '.unauthenticated', actions: ['forgetTokens', 'announceDone'] },
         ],
       },
       states: {
@@ -445,6 +526,20 @@ export const oauthMachine = setup({
           target: 'failed',
           actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('refresh', event) }) },
         },
+        cancel: { target: 'failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.cancelled', 'cancelled') } } },
+      },
+    },
+
+    // RFC 7009 sign-out: one revocation request, then the tokens are forgotten whatever it answered.
+    revoking: {
+      tags: ['busy'],
+      entry: 'requestRevocation',
+      on: {
+        'http.response': [
+          { guard: 'revocationAccepted', target: 'ready.unauthenticated', actions: ['forgetTokens', 'announceDone'] },
+          { guard: 'isPending', target: 'ready.unauthenticated', actions: ['noteRevocationProblem', 'forgetTokens', 'announceDone'] },
+        ],
+        'http.failed': { guard: 'isPending', target: 'ready.unauthenticated', actions: ['noteRevocationProblem', 'forgetTokens', 'announceDone'] },
         cancel: { target: 'failed', actions: { type: 'fail', params: { error: flowError('flow', 'flow.cancelled', 'cancelled') } } },
       },
     },
@@ -528,7 +623,12 @@ export const oauthMachine = setup({
         },
 
         scope: {
-          always: { target: 'redirect', actions: 'selectScope' },
+          always: [
+            { guard: 'clientCredentialsGrant', target: 'token.clientCredentials', actions: 'selectScope' },
+            { guard: 'jwtBearerGrant', target: 'token.jwtBearer', actions: 'selectScope' },
+            { guard: 'enterpriseGrant', target: 'token.tokenExchange', actions: 'selectScope' },
+            { target: 'redirect', actions: 'selectScope' },
+          ],
         },
 
         // RFC 8252 loopback redirect: the adapter binds the listener (the remembered port first).
@@ -668,6 +768,63 @@ export const oauthMachine = setup({
                 },
               },
             },
+            // RFC 6749 §4.4: client credentials (secret, Basic or post, or private_key_jwt signed by the adapter).
+            clientCredentials: {
+              entry: 'requestGrantToken',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeGrantTokens', 'announceDone'] },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
+                },
+              },
+            },
+            // RFC 7523 §2.1: the assertion is the ID-JAG, or the application's (workload identity); an error is final.
+            jwtBearer: {
+              entry: 'requestGrantToken',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeGrantTokens', 'announceDone'] },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
+                },
+              },
+            },
+            // SEP-990 / RFC 8693 at the enterprise IdP: ID token → ID-JAG for this authorization server and resource.
+            tokenExchange: {
+              entry: 'requestTokenExchange',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'idJagIssued']), target: 'jwtBearer', actions: 'acceptIdJag' },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ event }) => ({ error: tokenExchangeFailure(event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
+                },
+              },
+            },
           },
         },
       },
@@ -684,6 +841,10 @@ export const oauthMachine = setup({
         'token.check': [
           { guard: 'hasTokens', target: 'ready.authorized', actions: ['clearError', 'replayEvent'] },
         ],
+        logout: [
+          { guard: 'hasTokens', target: 'ready.authorized', actions: ['clearError', 'replayEvent'] },
+          { target: 'ready.unauthenticated', actions: ['clearError', 'replayEvent'] },
+        ],
         'store.loaded': [
           { guard: 'loadedTokens', target: 'ready.authorized', actions: ['clearError', 'loadRecords'] },
           { target: 'ready.unauthenticated', actions: ['clearError', 'loadRecords'] },
@@ -699,6 +860,11 @@ function unknownError(): FlowErrorData {
 
 function refreshFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
   const outcome = logic.tokenOutcome(context, event, context.tokens);
+  return outcome.ok ? unknownError() : outcome.error;
+}
+
+function tokenExchangeFailure(event: EngineEvent): FlowErrorData {
+  const outcome = logic.tokenExchangeOutcome(event);
   return outcome.ok ? unknownError() : outcome.error;
 }
 

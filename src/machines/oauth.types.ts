@@ -29,7 +29,27 @@ export interface EnginePolicy {
   maxAuthorizations: number;
   minTokenLifetimeSeconds: number;
   maxTokenLifetimeSeconds: number;
+  /** RFC 9449 DPoP: `auto` when the AS lists ES256 in `dpop_signing_alg_values_supported` (DESIGN policy 11). */
+  dpop: 'auto' | 'always' | 'off';
 }
+
+/**
+ * A machine-to-machine grant (issue 4): configuration, never guessed from a server. Only what the
+ * machine needs to build requests lives here; private keys and assertion providers stay in the
+ * adapter, which completes requests the machine marks (`clientAuth`, `assertion`).
+ */
+export type GrantAuthMethod = 'none' | 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+
+export type GrantConfig =
+  | { type: 'client_credentials'; clientId: string; clientSecret?: string; authMethod: GrantAuthMethod }
+  | { type: 'jwt_bearer'; clientId?: string; clientSecret?: string; authMethod: GrantAuthMethod }
+  | {
+      type: 'enterprise';
+      clientId: string;
+      clientSecret?: string;
+      authMethod: GrantAuthMethod;
+      idp: { tokenEndpoint: string; clientId: string; clientSecret?: string };
+    };
 
 export interface EngineConfig {
   /** Canonical MCP server URL. */
@@ -38,6 +58,10 @@ export interface EngineConfig {
   clientMetadata: Omit<ClientMetadata, 'redirect_uris'> & { redirect_uris?: string[] };
   clientMetadataUrl?: string;
   preregistered?: PreregisteredClient;
+  /** Scope always requested on top of what the server hints (a CLI's `--scope`). */
+  scope?: string;
+  /** A machine-to-machine grant instead of the browser flow. */
+  grant?: GrantConfig;
   policy: EnginePolicy;
 }
 
@@ -106,6 +130,9 @@ export interface EngineContext {
   /** Authorizations already spent on the operation that started the current flow. */
   operationAuthorizations: number;
 
+  /** Enterprise-managed authorization: the ID-JAG from the IdP, single-use, cleared once redeemed. */
+  idJag?: string;
+
   error?: FlowErrorData;
   notices: Notice[];
 }
@@ -142,7 +169,9 @@ export type EngineEvent =
   | { type: 'timeout'; id: string }
   /** The user agent could not be opened or gave up (a browser that failed to launch, a headless agent's error). */
   | { type: 'interaction.failed'; error: FlowErrorData }
-  | { type: 'cancel' };
+  | { type: 'cancel' }
+  /** Sign out: revoke (RFC 7009) when the server offers it, then forget the tokens. */
+  | { type: 'logout'; at: number };
 
 export type EngineEffect =
   | { type: 'http.request'; request: HttpRequest }

@@ -11,4 +11,5 @@ export const DEFAULT_POLICY: EnginePolicy = {
   maxAuthorizations: 3,
   minTokenLifetimeSeconds: 1,
   maxTokenLifetimeSeconds: 366 * 24 * 3600,
+  dpop: 'auto',
 };

@@ -7,8 +7,9 @@ import type { EngineContext, EngineEffect, EngineEvent } from './oauth.types.js'
 
 export const REDACTED = '[redacted]';
 
-const SECRET_FORM_FIELDS = new Set(['code', 'code_verifier', 'refresh_token', 'client_secret', 'client_assertion', 'assertion', 'subject_token', 'access_token', 'state', 'password']);
-const SECRET_JSON_FIELDS = new Set(['access_token', 'refresh_token', 'id_token', 'client_secret', 'registration_access_token', 'code']);
+// `token`: the RFC 7009 revocation request carries the refresh or access token under that name.
+const SECRET_FORM_FIELDS = new Set(['token', 'code', 'code_verifier', 'refresh_token', 'client_secret', 'client_assertion', 'assertion', 'subject_token', 'actor_token', 'id_token', 'access_token', 'state', 'password']);
+const SECRET_JSON_FIELDS = new Set(['access_token', 'refresh_token', 'id_token', 'client_secret', 'registration_access_token', 'code', 'assertion', 'client_assertion']);
 
 function redactForm(body: string): string {
   const form = new URLSearchParams(body);

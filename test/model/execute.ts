@@ -86,7 +86,7 @@ export class ScriptedServer {
   }
 }
 
-const INJECTED = new Set(['store.loaded', 'unauthorized', 'token.check', 'cancel', 'callback']);
+const INJECTED = new Set(['store.loaded', 'unauthorized', 'token.check', 'cancel', 'callback', 'logout']);
 const IGNORED = new Set(['xstate.init', 'store.saved']);
 
 export interface PlannedPath {
@@ -225,6 +225,8 @@ export async function executePath(
         await waitForLog(index);
         if (log.length !== index) break;
         if (event.type === 'callback') session.handleCallback(substituteState(event.params, realState));
+        // Sign-out goes through the session's own method: it drains writes and takes the lease first.
+        else if (event.type === 'logout') void session.logout().catch(() => undefined);
         else {
           if (event.type === 'store.loaded') await writeStore(event);
           session.actor.send(event);

@@ -3,6 +3,7 @@
  * snapshot (a response answers the pending request; a good PRM names the candidate's resource).
  * URLs point at the scripted loopback server the paths are later executed against.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { createTestModel } from 'xstate/graph';
 import type { SnapshotFrom } from 'xstate';
 import { resolveOptions, type OAuthSessionOptions } from '../../src/adapters/options.js';
@@ -20,7 +21,31 @@ export const RANDOM = { state: 'model-state', codeVerifier: 'model-verifier-0123
 export const FORGED_STATE = 'forged-state';
 export const EVIL = 'https://evil.example';
 
-export type ClientKind = 'dynamic' | 'noLegacy' | 'preregistered' | 'preregisteredElsewhere';
+export type ClientKind = 'dynamic' | 'noLegacy' | 'preregistered' | 'preregisteredElsewhere' | 'clientCredentials' | 'jwtBearer' | 'enterprise';
+
+/** A fresh P-256 key for the private_key_jwt paths: the adapter really signs what the machine marks. */
+const MODEL_PRIVATE_KEY = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+const isGrant = (kind: ClientKind) => kind === 'clientCredentials' || kind === 'jwtBearer' || kind === 'enterprise';
+
+function grantFor(world: World, kind: ClientKind): OAuthSessionOptions['grant'] {
+  switch (kind) {
+    case 'clientCredentials':
+      return { type: 'client_credentials', clientId: 'm2m-client', authMethod: 'private_key_jwt', privateKey: MODEL_PRIVATE_KEY, alg: 'ES256' };
+    case 'jwtBearer':
+      return { type: 'jwt_bearer', assertionProvider: () => 'model-workload-jwt' };
+    case 'enterprise':
+      return {
+        type: 'enterprise',
+        clientId: 'xaa-client',
+        clientSecret: 'xaa-secret',
+        authMethod: 'client_secret_basic',
+        idp: { tokenEndpoint: `${world.origin}/idp/token`, clientId: 'idp-client', idToken: 'model-id-token' },
+      };
+    default:
+      return undefined;
+  }
+}
 
 export interface World {
   origin: string;
@@ -34,12 +59,14 @@ export interface World {
   clientMetadataUrl: string;
 }
 
-const isDynamic = (kind: ClientKind) => kind === 'dynamic' || kind === 'noLegacy';
+const isDynamic = (kind: ClientKind) => kind === 'dynamic' || kind === 'noLegacy' || isGrant(kind);
 
 export function sessionOptions(world: World, kind: ClientKind): OAuthSessionOptions {
   const redirect = isDynamic(kind) ? world.redirect : `http://127.0.0.1:${world.preregisteredPort}/callback`;
+  const grant = grantFor(world, kind);
   return {
     serverUrl: world.serverUrl,
+    ...(grant === undefined ? {} : { grant }),
     ...(kind === 'noLegacy' ? { policy: { legacyFallback: false } } : {}),
     redirect: { uri: redirect },
     client: {
@@ -88,6 +115,7 @@ const storedClient = (world: World): ClientRecord => ({
 const storedDiscovery = (world: World): DiscoveryRecord => ({
   issuer: world.issuer,
   token_endpoint: `${world.issuer}/token`,
+  revocation_endpoint: `${world.issuer}/revoke`,
   resource: world.serverUrl,
   legacy: false,
 });
@@ -151,6 +179,8 @@ function asmDocument(issuer: string, extra: Record<string, unknown> = {}): Recor
   };
 }
 
+/** Machine-to-machine grants usually issue no refresh token: a new token comes from the same grant. */
+const M2M_TOKEN_RESPONSE = { access_token: 'issued-m2m-access', token_type: 'Bearer', expires_in: 3600, scope: 'mcp:read' };
 const TOKEN_RESPONSE = { access_token: 'issued-access', token_type: 'Bearer', expires_in: 3600, refresh_token: 'issued-refresh', scope: 'mcp:read' };
 
 // ---------------------------------------------------------------- event cases per state
@@ -178,6 +208,7 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
           unauthorized({ wwwAuthenticate: 'Bearer' }),
           unauthorized({ authorizations: 3 }),
           ...storeCases(world, false).slice(1),
+          { type: 'logout', at: NOW },
         ];
       case 'ready.authorized':
         return [
@@ -189,9 +220,17 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
           unauthorized({ wwwAuthenticate: 'Bearer error="invalid_token"' }),
           unauthorized({ wwwAuthenticate: 'Bearer error="invalid_token"', refreshes: 1 }),
           storeCases(world, false)[0]!,
+          { type: 'logout', at: NOW },
         ];
       case 'failed':
-        return [unauthorized({ wwwAuthenticate: 'Bearer' }), { type: 'token.check', at: NOW }, ...storeCases(world, false)];
+        return [unauthorized({ wwwAuthenticate: 'Bearer' }), { type: 'token.check', at: NOW }, ...storeCases(world, false), { type: 'logout', at: NOW }];
+      case 'revoking':
+        return [
+          response(context, 200, ''),
+          response(context, 400, { error: 'unsupported_token_type' }),
+          unreachable(context),
+          { type: 'cancel' },
+        ];
       case 'refreshing':
         return [
           response(context, 200, { ...TOKEN_RESPONSE, refresh_token: 'rotated-refresh' }),
@@ -221,6 +260,8 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
           response(context, 200, asmDocument(issuer, { authorization_endpoint: `${issuer}/authorize?client_id=preset` })),
           response(context, 200, asmDocument(`${EVIL}`)),
           response(context, 200, asmDocument(issuer, { code_challenge_methods_supported: undefined })),
+          // DESIGN policy 11: ES256 advertised turns DPoP on (proofs from the adapter, token_type DPoP accepted).
+          response(context, 200, asmDocument(issuer, { dpop_signing_alg_values_supported: ['ES256'] })),
           response(context, 404, { error: 'not found' }),
           unreachable(context),
         ];
@@ -257,7 +298,23 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
         ];
       }
       case 'flow.token.exchanging':
-        return [response(context, 200, TOKEN_RESPONSE), response(context, 400, { error: 'invalid_grant' }), unreachable(context)];
+        return [response(context, 200, TOKEN_RESPONSE), response(context, 200, { ...TOKEN_RESPONSE, token_type: 'DPoP' }), response(context, 400, { error: 'invalid_grant' }), unreachable(context)];
+      case 'flow.token.clientCredentials':
+        return [
+          response(context, 200, M2M_TOKEN_RESPONSE),
+          response(context, 200, { ...M2M_TOKEN_RESPONSE, token_type: 'DPoP' }),
+          response(context, 400, { error: 'use_dpop_nonce' }),
+          response(context, 401, { error: 'invalid_client' }),
+          unreachable(context),
+        ];
+      case 'flow.token.jwtBearer':
+        return [response(context, 200, M2M_TOKEN_RESPONSE), response(context, 400, { error: 'invalid_grant' }), unreachable(context)];
+      case 'flow.token.tokenExchange':
+        return [
+          response(context, 200, { access_token: 'model-id-jag', issued_token_type: 'urn:ietf:params:oauth:token-type:id-jag', token_type: 'N_A', expires_in: 300 }),
+          response(context, 400, { error: 'invalid_grant' }),
+          unreachable(context),
+        ];
       default:
         return [];
     }
@@ -274,12 +331,15 @@ export function serializeSnapshot(snapshot: Snapshot, event?: EngineEvent, previ
   const state = statePath(snapshot.value);
   const tokens = c.tokens ? [c.tokens.expires_at !== undefined && c.tokens.expires_at < NOW, c.tokens.refresh_token !== undefined] : null;
   let facts: unknown = null;
-  if (state.startsWith('ready') || state === 'refreshing') facts = [tokens, c.client?.source ?? null, c.discovery !== undefined, c.asm !== undefined];
-  else if (state === 'failed') facts = [c.tokens !== undefined, c.asm !== undefined, c.error?.code];
+  const revocable = c.discovery?.revocation_endpoint !== undefined;
+  if (state.startsWith('ready') || state === 'refreshing' || state === 'revoking') facts = [tokens, c.client?.source ?? null, c.discovery !== undefined, c.asm !== undefined, revocable];
+  else if (state === 'failed') facts = [c.tokens !== undefined, c.asm !== undefined, c.error?.code, revocable];
   else if (state.startsWith('flow.resource')) facts = [c.prmIndex, c.prmCandidates.length];
   else if (state.startsWith('flow.authServer')) facts = [c.asmIndex, c.asmCandidates.length, c.legacy];
   else if (state.startsWith('flow.scope') || state.startsWith('flow.redirect') || state.startsWith('flow.client')) {
     facts = [c.redirectUri ?? null, c.asm?.registration_endpoint !== undefined, c.asm?.client_id_metadata_document_supported === true, c.client?.source ?? null, c.client?.issuer === c.issuer, c.asm?.authorization_endpoint];
+  } else if (state.startsWith('flow.token')) {
+    facts = [c.asm?.dpop_signing_alg_values_supported !== undefined];
   } else if (state.startsWith('flow.authorize')) {
     facts = [c.asm?.authorization_response_iss_parameter_supported === true, c.transaction !== undefined, c.client?.source ?? null, c.asm?.authorization_endpoint];
   }
@@ -293,7 +353,7 @@ function eventSignature(event: EngineEvent): string {
     case 'unauthorized':
       return `unauthorized:${event.status}:${event.authorizations >= 3}:${(event.refreshes ?? 0) > 0}:${event.tokenVersion}`;
     case 'http.response':
-      return `http.response:${event.status}`;
+      return `http.response:${event.status}:${event.body.includes('"DPoP"')}`;
     case 'store.loaded':
       return `store.loaded:${event.tokens !== undefined}`;
     default:

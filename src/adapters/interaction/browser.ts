@@ -10,6 +10,8 @@ export interface OpenBrowserOptions {
   platform?: NodeJS.Platform;
   /** Injectable for tests. */
   spawn?: typeof import('node:child_process').spawn;
+  /** Where `BROWSER` is read; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** An opener that neither starts nor fails in this time is treated as missing. */
@@ -28,7 +30,7 @@ export async function openSystemBrowser(url: string, options: OpenBrowserOptions
   const href = safeHref(url);
   const platform = options.platform ?? process.platform;
   const spawn = options.spawn ?? nodeSpawn;
-  const [command, args] = commandFor(platform, href);
+  const [command, args] = browserCommand(options.env ?? process.env, platform, href) ?? commandFor(platform, href);
 
   const unavailable = (cause?: unknown): OAuthFlowError =>
     new OAuthFlowError(
@@ -70,6 +72,11 @@ export async function openSystemBrowser(url: string, options: OpenBrowserOptions
   child.unref();
 }
 
+/** The same checks as `openSystemBrowser`, for a caller that only shows the URL (`--no-browser`): the serialised URL, or `browser.unsafe_url`. */
+export function assertOpenableUrl(url: string): string {
+  return safeHref(url);
+}
+
 function safeHref(url: string): string {
   const refuse = (reason: string): never => {
     throw new OAuthFlowError({ code: 'browser.unsafe_url', message: `Refusing to open the authorization URL: ${reason}` });
@@ -91,6 +98,19 @@ function safeHref(url: string): string {
   if (parsed.hostname === '') return refuse('it has no host');
   // The serialised form is what was validated; the raw text could differ in ways an opener reads.
   return parsed.href;
+}
+
+/**
+ * `$BROWSER`: one command (a path or a name on `PATH`) that receives the URL as its only argument.
+ * It is spawned without a shell and never split or expanded: a value with `%s`, quotes or spaces
+ * meant as arguments is taken as a file name, so it fails to start instead of being interpreted.
+ * The colon-separated list form takes its first entry.
+ */
+function browserCommand(env: NodeJS.ProcessEnv, platform: NodeJS.Platform, href: string): [string, string[]] | undefined {
+  const raw = env.BROWSER;
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const command = platform === 'win32' ? raw : raw.split(':').find((entry) => entry.trim() !== '');
+  return command === undefined ? undefined : [command, [href]];
 }
 
 function commandFor(platform: NodeJS.Platform, href: string): [string, string[]] {

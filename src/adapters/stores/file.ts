@@ -45,13 +45,16 @@ const LEASE_MIN_LOCK_WAIT_MS = 1_000;
 /**
  * The platform's place for per-user state: `$XDG_STATE_HOME/mcp-oauth` or
  * `~/.local/state/mcp-oauth` on Linux and other Unixes, `~/Library/Application Support/mcp-oauth`
- * on macOS, `%LOCALAPPDATA%\mcp-oauth` on Windows.
+ * on macOS, `%LOCALAPPDATA%\mcp-oauth` on Windows. `$MCP_OAUTH_STORE_DIR` overrides all of them.
  */
 export function defaultStoreDirectory(
   env: NodeJS.ProcessEnv = process.env,
   platform: NodeJS.Platform = process.platform,
   home: string = os.homedir(),
 ): string {
+  // An explicit choice wins (the CLI's tests, containers, several identities side by side).
+  const explicit = nonEmpty(env.MCP_OAUTH_STORE_DIR);
+  if (explicit !== undefined) return path.resolve(explicit);
   if (platform === 'win32') {
     const local = nonEmpty(env.LOCALAPPDATA) ?? path.win32.join(home, 'AppData', 'Local');
     return path.win32.join(local, APP_DIRECTORY);

@@ -68,6 +68,10 @@ export function validateAuthorizationResponse(params: CallbackParams, expected: 
     return fail('callback.iss_mismatch', `the authorization response came from issuer ${quoteUntrusted(iss)}, expected ${quoteUntrusted(expected.issuer)}`);
   }
 
+  // Implicit, hybrid and JARM answers are never accepted from the front channel (RFC 9700 §2.1.2, C48).
+  for (const name of ['access_token', 'id_token', 'response']) {
+    if (params[name] !== undefined) return fail('callback.unexpected_parameter', `the authorization response carries ${name}, which this client never requested`);
+  }
   for (const name of ['code', 'error', 'error_description']) {
     if (single(params, name) === null) return fail('callback.duplicate_parameter', `the authorization response repeats ${name}`);
   }

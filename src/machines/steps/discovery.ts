@@ -47,6 +47,10 @@ export function processResourceMetadataResponse(
   candidate: PrmCandidate,
   match: ResourceMatch,
 ): Result<ProtectedResourceMetadata, DiscoveryProblem> {
+  if (response.status >= 500) {
+    // A server error is transient: moving on to another candidate would silently switch documents (C16).
+    return err({ fatal: true, error: flowError('flow', 'prm.http_status', `protected resource metadata at ${candidate.source} URL answered ${response.status}`, { status: response.status }) });
+  }
   if (response.status !== 200) {
     return err(skip('prm.http_status', `protected resource metadata at ${candidate.source} URL answered ${response.status}`, response.status));
   }
@@ -111,6 +115,10 @@ export function processAuthorizationServerMetadataResponse(
     if (value !== undefined && !isAllowedOAuthUrl(value)) {
       return err(fatal('asm.insecure_endpoint', `${field} ${quoteUntrusted(value)} is not an https URL`));
     }
+  }
+  // RFC 6749 §3.1: refused here, before a registration is made for a server that cannot be used (C23).
+  if (splitUrl(metadata.authorization_endpoint)?.fragment !== undefined) {
+    return err(fatal('asm.invalid_authorization_endpoint', 'the authorization endpoint has a fragment'));
   }
   if (metadata.response_types_supported && !metadata.response_types_supported.includes('code')) {
     return err(fatal('asm.code_flow_unsupported', 'the authorization server does not offer response_type=code'));

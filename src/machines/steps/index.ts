@@ -3,3 +3,5 @@ export * from './discovery.js';
 export * from './registration.js';
 export * from './scope.js';
 export * from './token.js';
+export * from './revocation.js';
+export * from './grants.js';

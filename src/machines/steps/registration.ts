@@ -80,6 +80,8 @@ export function processRegistrationResponse(
   const parsed = ClientInformationSchema.safeParse(json);
   if (!parsed.success) return err(rejected('registration.invalid_response', 'registration response lacks a client_id'));
   const info = parsed.data;
+  // The client_id travels in URLs, form bodies and headers: control characters there are injection, not identity (C26).
+  if (hasControlCharacter(info.client_id)) return err(rejected('registration.invalid_response', 'registration response has a client_id with control characters'));
   const method = TokenEndpointAuthMethodSchema.safeParse(info.token_endpoint_auth_method ?? inputs.requestedMethod);
   if (!method.success) {
     return err(rejected('registration.unusable_auth_method', `registered token_endpoint_auth_method ${quoteUntrusted(info.token_endpoint_auth_method)} is not supported`));
@@ -104,6 +106,14 @@ export function processRegistrationResponse(
     source: 'dynamic',
     ...(registeredScope === undefined ? {} : { scope: registeredScope }),
   });
+}
+
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
 }
 
 /** OAuth error codes are ASCII tokens by spec; anything else is folded so codes stay stable. */

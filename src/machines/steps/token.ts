@@ -76,6 +76,8 @@ export interface TokenExpectation {
   /** `expires_in` is clamped into [minLifetimeSeconds, maxLifetimeSeconds]. */
   minLifetimeSeconds: number;
   maxLifetimeSeconds: number;
+  /** DPoP proofs were sent: a `DPoP` token_type is accepted only then (RFC 9449 §5). */
+  dpop?: boolean;
 }
 
 export function processTokenResponse(response: HttpResponseData, expected: TokenExpectation): Result<TokenRecord, FlowErrorData> {
@@ -97,7 +99,7 @@ export function processTokenResponse(response: HttpResponseData, expected: Token
   if (!parsed.success) return err(flowError('token', 'token.invalid_response', 'token response lacks access_token or token_type'));
   const tokens = parsed.data;
   const tokenType = tokens.token_type.toLowerCase();
-  if (tokenType !== 'bearer') {
+  if (tokenType !== 'bearer' && !(tokenType === 'dpop' && expected.dpop === true)) {
     return err(flowError('token', 'token.unsupported_token_type', `token_type ${quoteUntrusted(tokens.token_type)} is not supported`));
   }
   const lifetime = tokens.expires_in === undefined ? undefined : Number(tokens.expires_in);
