@@ -24,6 +24,7 @@ import { createMemoryStore } from './stores/memory.js';
 import { CredentialUnavailable, GrantSigner } from './grantCredentials.js';
 import { DpopProver } from './dpop.js';
 import { statePath, TraceRecorder, type Trace } from './trace.js';
+import { secretValues } from '../machines/redact.js';
 
 export type OAuthActor = Actor<typeof oauthMachine>;
 type EngineSnapshot = SnapshotFrom<typeof oauthMachine>;
@@ -129,7 +130,7 @@ class Session implements OAuthSession {
     this.opener = options.openAuthorizationUrl ?? defaultOpener;
     this.grantSigner = new GrantSigner(resolved.grantCredentials, this.randomBytes, this.clock);
     this.dpop = new DpopProver(this.randomBytes, this.clock);
-    this.recorder = new TraceRecorder(2_000, options.observe);
+    this.recorder = new TraceRecorder(2_000, options.observe, () => secretValues(this.actor.getSnapshot().context));
     this.ownsMcpDispatcher = options.dispatcher === undefined;
     this.mcpDispatcher =
       options.dispatcher ??

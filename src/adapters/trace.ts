@@ -1,6 +1,6 @@
 /** The flow as a person (or the visualizer) sees it: redacted events, effects and the states they led to. */
 import type { EngineContext, EngineEffect, EngineEvent } from '../machines/oauth.types.js';
-import { redactContext, redactEffect, redactEvent } from '../machines/redact.js';
+import { redactContext, redactEffect, redactEvent, scrubSecrets } from '../machines/redact.js';
 
 export interface TraceEntry {
   seq: number;
@@ -36,6 +36,8 @@ export class TraceRecorder {
   constructor(
     private readonly limit: number,
     private readonly observe?: (entry: TraceEntry) => void,
+    /** Secret values currently held: scrubbed from entries wherever free text repeats them. */
+    private readonly secrets: () => readonly string[] = () => [],
   ) {}
 
   event(at: number, state: string, event: EngineEvent): void {
@@ -46,7 +48,10 @@ export class TraceRecorder {
     this.push({ seq: ++this.seq, at, kind: 'effect', state, effect: redactEffect(effect) });
   }
 
-  private push(entry: TraceEntry): void {
+  private push(raw: TraceEntry): void {
+    const secrets = this.secrets();
+    const text = JSON.stringify(raw);
+    const entry = secrets.some((secret) => text.includes(secret)) ? (JSON.parse(scrubSecrets(text, secrets)) as TraceEntry) : raw;
     this.entries.push(entry);
     if (this.entries.length > this.limit) this.entries.shift();
     try {

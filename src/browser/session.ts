@@ -21,6 +21,7 @@ import { readBearerChallenge } from '../machines/wwwAuthenticate.js';
 import { authorizationEntropy, webRandomBytes, type RandomBytes } from './entropy.js';
 import { createTargetCheck, performBrowserOAuthRequest } from './oauthFetch.js';
 import { createWebStorageStore, type WebStorage } from './webStorageStore.js';
+import { secretValues } from '../machines/redact.js';
 
 export type BrowserActor = Actor<typeof oauthMachine>;
 type EngineSnapshot = SnapshotFrom<typeof oauthMachine>;
@@ -186,7 +187,7 @@ class Session implements BrowserSession {
     this.fetchImpl = options.fetch ?? pageFetch;
     this.navigate = options.navigate ?? ((url) => globalThis.location.assign(url));
     this.checkTarget = createTargetCheck(this.resolved.config.serverUrl);
-    this.recorder = new TraceRecorder(2_000, options.observe);
+    this.recorder = new TraceRecorder(2_000, options.observe, () => secretValues(this.actor.getSnapshot().context));
 
     const pending = this.takePendingFlow();
     this.actor = pending ? createActor(oauthMachine, { snapshot: pending.snapshot as EngineSnapshot, input: this.resolved.config }) : createActor(oauthMachine, { input: this.resolved.config });

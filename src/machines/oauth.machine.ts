@@ -5,6 +5,7 @@
  */
 import { and, assign, emit, enqueueActions, not, raise, setup } from 'xstate';
 import { flowError, type FlowErrorData } from './errors.js';
+import { scrubSecrets, secretValues } from './redact.js';
 import * as logic from './oauth.logic.js';
 import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
 import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
@@ -440,11 +441,11 @@ export const oauthMachine = setup({
     }),
 
     announceDone: emit({ type: 'flow.done' as const }),
-    fail: enqueueActions(({ context, event, enqueue }, params: { error: FlowErrorData }) => {
-      enqueue.assign({ error: params.error, pendingId: undefined, transaction: undefined, code: undefined, idJag: undefined, lastResponse: undefined });
-      enqueue.emit({ type: 'flow.failed', error: params.error });
-      void context;
-      void event;
+    fail: enqueueActions(({ context, enqueue }, params: { error: FlowErrorData }) => {
+      // A server may echo a secret it received (C100): the message must not carry it further.
+      const error = { ...params.error, message: scrubSecrets(params.error.message, secretValues(context)) };
+      enqueue.assign({ error, pendingId: undefined, transaction: undefined, code: undefined, idJag: undefined, lastResponse: undefined });
+      enqueue.emit({ type: 'flow.failed', error });
     }),
   },
 }).createMachine({

@@ -123,3 +123,27 @@ export function redactContext(context: EngineContext): Record<string, unknown> {
     notices: context.notices,
   };
 }
+
+/**
+ * The secret values a context holds. Redacting by field name misses a secret a server echoes back
+ * in free text (an `error_description` quoting the client secret); these values are scrubbed by value.
+ */
+export function secretValues(context: EngineContext): string[] {
+  const values = [
+    context.tokens?.access_token,
+    context.tokens?.refresh_token,
+    context.client?.client_secret,
+    context.config.preregistered?.client_secret,
+    context.transaction?.state,
+    context.transaction?.codeVerifier,
+    context.code,
+  ];
+  // Very short values would scrub ordinary words; real secrets are long random strings.
+  return values.filter((value): value is string => typeof value === 'string' && value.length >= 8);
+}
+
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+  return out;
+}

@@ -156,7 +156,7 @@ describe('L. token and secret leakage', () => {
     // The afterEach scan covers logs, the observed trace and every error thrown.
   });
 
-  it.fails('C100 an authorization server echoing the client secret in error_description: scrubbed from the error and trace [untrusted text is quoted, not scrubbed of known secrets]', async () => {
+  it('C100 an authorization server echoing the client secret in error_description: scrubbed from the error and trace', async () => {
     const k = kit();
     let echo = '';
     k.route('as.example', '/token', (req) => {
@@ -170,6 +170,7 @@ describe('L. token and secret leakage', () => {
     k.secrets.clear();
     expect(echo.length).toBeGreaterThan(8);
     expect(`${e.message} ${inspect(e)}`.includes(echo)).toBe(false);
+    expect(e.message).toContain('[redacted]');
   });
 
   it('C102 custom headers configured for the MCP server never follow discovery to other hosts', async () => {
