@@ -4,17 +4,21 @@
  * MCP SDK's Streamable HTTP server as the resource server, verifying the provider's JWT access
  * tokens with jose against the provider's JWKS.
  *
- * Out of scope here (the grants issue adds them): client credentials, `private_key_jwt` and DPoP.
- * DPoP is switched off explicitly because oidc-provider enables it by default and advertises it,
- * and the engine uses DPoP automatically when advertised (DESIGN policy 11).
+ * Machine-to-machine: the client credentials grant is enabled, with pre-registered confidential
+ * clients (`options.clients`: a secret, or a `private_key_jwt` JWKS). DPoP (RFC 9449) is on when
+ * `options.dpop` is set: the provider then advertises it, binds tokens to the proof's key
+ * (`cnf.jkt`), and the MCP server demands `Authorization: DPoP` with a proof it verifies (`htm`,
+ * `htu`, `iat`, `jti`, `ath`, and the key's thumbprint against `cnf.jkt`). It stays off by default
+ * because the engine uses DPoP automatically when advertised (DESIGN policy 11), and the code-flow
+ * tests send bearer tokens by hand.
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer as SdkMcpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
 
 // oidc-provider ships no type declarations; the few members used here are typed below.
@@ -70,6 +74,10 @@ export interface OidcDeploymentOptions {
    * oidc-provider then serves its metadata only under that path (`/oidc/.well-known/…`).
    */
   mountPath?: string;
+  /** Turns on oidc-provider's DPoP (advertised, tokens bound with `cnf.jkt`) and the MCP server's proof check. */
+  dpop?: boolean;
+  /** Pre-registered clients (oidc-provider client metadata), e.g. confidential client-credentials clients. */
+  clients?: Array<Record<string, unknown>>;
 }
 
 export interface AsRequestRecord {
@@ -112,8 +120,10 @@ export interface OidcDeployment {
   mcp: {
     counts: Record<string, number>;
     requests: McpRecordedRequest[];
-    /** Why tokens were refused (jose error codes), in order. */
+    /** Why tokens were refused (jose error codes, or `dpop:…` for a failed proof check), in order. */
     rejections: string[];
+    /** Each DPoP proof the MCP server accepted: the thumbprint of its key and its `ath`. */
+    dpopProofs: Array<{ jkt: string; ath: string; htm: string; htu: string }>;
   };
   /** POSTs to the provider's revocation endpoint as the (public) client would; returns the status. */
   revoke(token: string, clientId: string, hint?: 'refresh_token' | 'access_token'): Promise<number>;
@@ -272,7 +282,7 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
 
   const provider = new Provider(issuer, {
     adapter: adapter.factory,
-    clients: [],
+    clients: options.clients ?? [],
     jwks: { keys: [providerSigningKey()] },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     // The MCP scopes must be AS scopes: the engine registers its selected scope (RFC 7591 `scope`)
@@ -286,6 +296,7 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
     clientBasedCORS: () => false,
     ttl: {
       AccessToken: accessTokenTtl,
+      ClientCredentials: accessTokenTtl,
       AuthorizationCode: 60,
       IdToken: 3600,
       Interaction: 600,
@@ -302,7 +313,8 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
       registration: { enabled: true },
       // RFC 7009 §2.1: a client revokes only tokens issued to it; anything else is silently ignored.
       revocation: { enabled: true, allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId?: string }) => token.clientId === client.clientId },
-      dPoP: { enabled: false },
+      dPoP: { enabled: options.dpop === true },
+      clientCredentials: { enabled: true },
       rpInitiatedLogout: { enabled: false },
       resourceIndicators: {
         enabled: true,
@@ -451,6 +463,8 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
   const mcpCounts: Record<string, number> = {};
   const mcpRequests: McpRecordedRequest[] = [];
   const rejections: string[] = [];
+  const dpopProofs: Array<{ jkt: string; ath: string; htm: string; htu: string }> = [];
+  const seenJtis = new Set<string>();
   const bumpMcp = (name: string) => void (mcpCounts[name] = (mcpCounts[name] ?? 0) + 1);
   let jwks: JWTVerifyGetKey | undefined;
 
@@ -465,7 +479,35 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
     return jwks;
   }
 
-  async function verify(token: string): Promise<AuthInfo | { rejected: string }> {
+  /**
+   * RFC 9449 §7.1 and §4.3: the proof is a `dpop+jwt` signed by the JWK in its header, for this
+   * method and URL, fresh, never replayed, with `ath` of the presented token, by the key the token
+   * is bound to (`cnf.jkt`).
+   */
+  async function verifyProof(proof: string | undefined, token: string, jkt: unknown, method: string): Promise<string | undefined> {
+    if (typeof jkt !== 'string') return 'dpop:unbound_token';
+    if (proof === undefined) return 'dpop:missing_proof';
+    try {
+      const header = decodeProtectedHeader(proof);
+      const { payload } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: ['ES256', 'RS256', 'PS256', 'EdDSA'], currentDate: new Date(resourceClock()) });
+      const now = Math.floor(resourceClock() / 1000);
+      if (typeof payload.iat !== 'number' || Math.abs(now - payload.iat) > 60) return 'dpop:stale';
+      if (payload.htm !== method) return 'dpop:htm';
+      if (payload.htu !== mcpUrl) return 'dpop:htu';
+      if (typeof payload.jti !== 'string' || seenJtis.has(payload.jti)) return 'dpop:jti';
+      const ath = createHash('sha256').update(token).digest('base64url');
+      if (payload.ath !== ath) return 'dpop:ath';
+      const thumbprint = await calculateJwkThumbprint(header.jwk as JWK);
+      if (thumbprint !== jkt) return 'dpop:jkt';
+      seenJtis.add(payload.jti);
+      dpopProofs.push({ jkt: thumbprint, ath, htm: String(payload.htm), htu: String(payload.htu) });
+      return undefined;
+    } catch (error) {
+      return `dpop:${error instanceof joseErrors.JOSEError ? error.code : 'invalid'}`;
+    }
+  }
+
+  async function verify(token: string, scheme: 'bearer' | 'dpop', proof: string | undefined, method: string): Promise<AuthInfo | { rejected: string }> {
     try {
       const { payload } = await jwtVerify(token, await keySet(), {
         issuer,
@@ -475,6 +517,13 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
         requiredClaims: ['exp', 'client_id'],
         currentDate: new Date(resourceClock()),
       });
+      const jkt = (payload.cnf as { jkt?: unknown } | undefined)?.jkt;
+      // A DPoP-bound token is not a bearer token (RFC 9449 §7.1), and a DPoP request needs a bound token.
+      if (jkt !== undefined && scheme === 'bearer') return { rejected: 'dpop:bound_token_as_bearer' };
+      if (scheme === 'dpop') {
+        const problem = await verifyProof(proof, token, jkt, method);
+        if (problem) return { rejected: problem };
+      }
       const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
       return { token, clientId: String(payload.client_id), scopes, expiresAt: payload.exp, resource: new URL(mcpUrl) };
     } catch (error) {
@@ -539,10 +588,12 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
     }
 
     const header = req.headers.authorization;
-    const bearer = header === undefined ? null : /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+    const bearer = header === undefined ? null : /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
     // RFC 6750 §3.1: a request without a token gets a challenge with no error code.
-    if (!bearer?.[1]) return challenge(res, 401, undefined, BASE_SCOPE);
-    const verdict = await verify(bearer[1]);
+    if (!bearer?.[2]) return challenge(res, 401, undefined, BASE_SCOPE);
+    const proofHeader = req.headers.dpop;
+    const proof = typeof proofHeader === 'string' ? proofHeader : undefined;
+    const verdict = await verify(bearer[2], bearer[1]!.toLowerCase() === 'dpop' ? 'dpop' : 'bearer', proof, method);
     if ('rejected' in verdict) {
       rejections.push(verdict.rejected);
       return challenge(res, 401, 'invalid_token', BASE_SCOPE, 'the access token is not valid for this resource');
@@ -629,7 +680,7 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
     provider,
     user: { username: user, password },
     as: { counts: asCounts, requests: asRequests, tokenRequests, registrations, stored: adapter.stored },
-    mcp: { counts: mcpCounts, requests: mcpRequests, rejections },
+    mcp: { counts: mcpCounts, requests: mcpRequests, rejections, dpopProofs },
     async revoke(token, clientId, hint = 'refresh_token') {
       return (await form('/token/revocation', { token, token_type_hint: hint, client_id: clientId })).status;
     },
@@ -641,6 +692,7 @@ export async function startOidcDeployment(options: OidcDeploymentOptions = {}): 
       registrations.length = 0;
       mcpRequests.length = 0;
       rejections.length = 0;
+      dpopProofs.length = 0;
     },
     async close() {
       await Promise.all([stop(mcpServer), stop(asServer)]);
