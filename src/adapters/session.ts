@@ -154,6 +154,8 @@ class Session implements OAuthSession {
     });
     this.actor.subscribe({ next: (snapshot) => this.onSnapshot(snapshot), error: () => undefined });
     this.actor.start();
+    // Resolved before any OAuth request is sent (each awaits the same promise, registered later).
+    this.policy.then((policy) => this.send({ type: 'network.classified', networkClass: policy.configured }), () => undefined);
 
     if (resume) {
       this.isRestored = true;

@@ -183,6 +183,7 @@ export function asmOutcome(context: EngineContext): Result<AuthorizationServerMe
   const outcome = processAuthorizationServerMetadataResponse(response, candidate, {
     issuer: context.issuer,
     ...(context.legacy ? { legacyServerOrigin: originOf(context.config.serverUrl) } : {}),
+    ...(context.networkClass === undefined ? {} : { networkClass: context.networkClass }),
   });
   if (!outcome.ok) return outcome;
   // PKCE protects the authorization code; a machine-to-machine grant has none.

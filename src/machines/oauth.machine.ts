@@ -120,6 +120,7 @@ export const oauthMachine = setup({
         },
       };
     }),
+    recordNetworkClass: assign(({ event }) => (event.type === 'network.classified' ? { networkClass: event.networkClass } : {})),
     recordGeneration: assign(({ context, event }) =>
       event.type === 'store.saved' ? { generations: { ...context.generations, [event.kind]: event.generation } } : {},
     ),
@@ -454,6 +455,7 @@ export const oauthMachine = setup({
   context: ({ input }) => initialContext(input),
   on: {
     'store.saved': { actions: 'recordGeneration' },
+    'network.classified': { actions: 'recordNetworkClass' },
   },
   states: {
     restoring: {

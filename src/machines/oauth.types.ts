@@ -5,7 +5,7 @@ import type { AuthorizationServerMetadata, ClientMetadata, ProtectedResourceMeta
 import type { CallbackParams } from './steps/authorization.js';
 import type { ResourceMatch } from './steps/discovery.js';
 import type { ClientRecord, DiscoveryRecord, RecordKind, RecordTypes, TokenRecord, Versioned } from './store.js';
-import type { AsmCandidate, PrmCandidate } from './urls.js';
+import type { AsmCandidate, NetworkClass, PrmCandidate } from './urls.js';
 
 export interface PreregisteredClient {
   client_id: string;
@@ -133,6 +133,9 @@ export interface EngineContext {
   /** Enterprise-managed authorization: the ID-JAG from the IdP, single-use, cleared once redeemed. */
   idJag?: string;
 
+  /** The configured server's network class (DESIGN policy 6), as the adapter resolved it. */
+  networkClass?: NetworkClass;
+
   error?: FlowErrorData;
   notices: Notice[];
 }
@@ -147,6 +150,8 @@ export type EngineEvent =
       discovery?: Versioned<DiscoveryRecord> | undefined;
     }
   | { type: 'store.saved'; kind: RecordKind; generation: number }
+  /** The adapter resolved the configured server's addresses: endpoints learned later are checked against them. */
+  | { type: 'network.classified'; networkClass: NetworkClass }
   | { type: 'token.check'; at: number }
   | {
       type: 'unauthorized';

@@ -24,6 +24,8 @@ export const AuthorizationServerMetadataSchema = z.looseObject({
   token_endpoint: nonEmpty,
   registration_endpoint: nonEmpty.optional(),
   revocation_endpoint: nonEmpty.optional(),
+  /** RFC 8628 §4. */
+  device_authorization_endpoint: nonEmpty.optional(),
   scopes_supported: z.array(z.string()).optional(),
   response_types_supported: z.array(z.string()).optional(),
   grant_types_supported: z.array(z.string()).optional(),

@@ -87,7 +87,7 @@ export class ScriptedServer {
 }
 
 const INJECTED = new Set(['store.loaded', 'unauthorized', 'token.check', 'cancel', 'callback', 'logout']);
-const IGNORED = new Set(['xstate.init', 'store.saved']);
+const IGNORED = new Set(['xstate.init', 'store.saved', 'network.classified']);
 
 export interface PlannedPath {
   events: EngineEvent[];

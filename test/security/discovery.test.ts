@@ -376,14 +376,15 @@ describe('B. authorization-server metadata', () => {
       expect(k.to('as.example', '/token')).toHaveLength(0);
     });
 
-    it.fails(`C20 ${field} pointing inward: refused before any POST and before the browser opens [machine does not know the network class]`, async () => {
+    it(`C20 ${field} pointing inward: refused at metadata validation, before any POST and before the browser opens`, async () => {
       const k = kit();
       k.route('as.example', '/.well-known/oauth-authorization-server', json({ ...k.asMetadata(), [field]: value }));
-      const e = await k.fails(k.session());
-      expect(e.code).toMatch(/^asm\./);
+      const before = k.storeSnapshot();
+      const e = k.assertTypedError(await k.fails(k.session()), 'asm.inward_endpoint');
       expect(e.message).toContain(field);
       expect(k.opened).toHaveLength(0);
       expect(k.to('as.example', '/register')).toHaveLength(0);
+      stoppedBeforeAs(before);
     });
   }
 

@@ -10,7 +10,18 @@ import {
   type AuthorizationServerMetadata,
   type ProtectedResourceMetadata,
 } from '../schemas.js';
-import { isAllowedOAuthUrl, originOf, sameOrigin, sameResource, splitUrl, type AsmCandidate, type PrmCandidate } from '../urls.js';
+import {
+  classifyAddress,
+  isAllowedOAuthUrl,
+  networkClassAllowed,
+  originOf,
+  sameOrigin,
+  sameResource,
+  splitUrl,
+  type AsmCandidate,
+  type NetworkClass,
+  type PrmCandidate,
+} from '../urls.js';
 
 /** Skippable problems move discovery to the next candidate; fatal ones end the flow. */
 export interface DiscoveryProblem {
@@ -84,7 +95,15 @@ export interface AsmExpectation {
   issuer: string;
   /** 2025-03-26 mode: the only trust anchor is the MCP server's origin (DESIGN policy 3). */
   legacyServerOrigin?: string;
+  /**
+   * The network class of the configured MCP server (DESIGN policy 6), once the adapter has resolved
+   * it. Endpoints the engine will POST to may not be more internal (C20).
+   */
+  networkClass?: NetworkClass;
 }
+
+/** Endpoints the engine itself dials with a request body; `authorization_endpoint` goes to the browser. */
+const DIALLED_ENDPOINTS = ['token_endpoint', 'registration_endpoint', 'revocation_endpoint', 'device_authorization_endpoint'] as const;
 
 export function processAuthorizationServerMetadataResponse(
   response: HttpResponseData,
@@ -110,10 +129,21 @@ export function processAuthorizationServerMetadataResponse(
       fatal('asm.issuer_mismatch', `metadata issuer ${quoteUntrusted(metadata.issuer)} differs from ${quoteUntrusted(expected.issuer)}`),
     );
   }
-  for (const field of ['authorization_endpoint', 'token_endpoint', 'registration_endpoint', 'revocation_endpoint'] as const) {
+  for (const field of ['authorization_endpoint', ...DIALLED_ENDPOINTS] as const) {
     const value = metadata[field];
     if (value !== undefined && !isAllowedOAuthUrl(value)) {
       return err(fatal('asm.insecure_endpoint', `${field} ${quoteUntrusted(value)} is not an https URL`));
+    }
+  }
+  // Refused at validation, before a client is registered or a browser opened: the adapter's
+  // connect-time check would stop the packet, but only after the user was sent to authorize.
+  if (expected.networkClass !== undefined) {
+    for (const field of DIALLED_ENDPOINTS) {
+      const value = metadata[field];
+      const hostClass = value === undefined ? undefined : classifyAddress(new URL(value).hostname);
+      if (hostClass !== undefined && !networkClassAllowed(expected.networkClass, hostClass)) {
+        return err(fatal('asm.inward_endpoint', `${field} ${quoteUntrusted(value ?? '')} is more internal (${hostClass}) than the MCP server (${expected.networkClass})`));
+      }
     }
   }
   // RFC 6749 §3.1: refused here, before a registration is made for a server that cannot be used (C23).
