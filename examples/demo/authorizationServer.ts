@@ -2,16 +2,17 @@
  * A loopback OAuth 2.1 authorization server for the demo and the engine's integration tests.
  *
  * It follows RFC 8414 (metadata), RFC 7591 (registration), RFC 6749/OAuth 2.1 (code + PKCE, refresh),
- * RFC 8707 (resource indicators), RFC 9207 (iss), RFC 7009 (revocation) and RFC 9700 (refresh token
- * rotation and reuse detection) strictly, so an engine that passes against it is not relying on a
+ * RFC 8707 (resource indicators), RFC 9207 (iss), RFC 7009 (revocation), RFC 9700 (refresh token
+ * rotation and reuse detection) and, opt-in, RFC 8628 (device authorization grant) strictly, so an engine that passes against it is not relying on a
  * lenient server. Every request is recorded and counted so tests can assert what the engine sent.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type TokenEndpointAuthMethod = 'none' | 'client_secret_basic' | 'client_secret_post';
-export type GrantType = 'authorization_code' | 'refresh_token' | 'client_credentials';
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+export type GrantType = 'authorization_code' | 'refresh_token' | 'client_credentials' | typeof DEVICE_CODE_GRANT;
 
 export interface AuthorizationServerOptions {
   /** Read once at start. 0 (default) picks a free port. */
@@ -46,6 +47,31 @@ export interface AuthorizationServerOptions {
   metadataOverrides?: Record<string, unknown>;
   /** Milliseconds since the epoch; lets tests move time without fake timers. */
   clock?: () => number;
+  /**
+   * RFC 8628: serves /device_authorization and the /device verification page, and advertises the
+   * former. The grant itself is only usable when DEVICE_CODE_GRANT is also in `grantTypes`.
+   */
+  deviceAuthorization?: DeviceAuthorizationOptions;
+}
+
+export interface DeviceAuthorizationOptions {
+  /** Minimum seconds between polls (default 5); 0 lets tests poll back to back. */
+  intervalSeconds?: number;
+  /** Lifetime of a device code (default 600). */
+  expiresInSeconds?: number;
+}
+
+export type DeviceAuthorizationStatus = 'pending' | 'approved' | 'denied' | 'redeemed' | 'expired';
+
+export interface DeviceAuthorizationInfo {
+  /** As shown to the user: XXXX-XXXX. */
+  userCode: string;
+  status: DeviceAuthorizationStatus;
+  /** Token requests that presented this device code, slow_down and failures included. */
+  polls: number;
+  clientId: string;
+  /** The current polling interval; each slow_down adds 5. */
+  intervalSeconds: number;
 }
 
 export interface RecordedRequest {
@@ -91,6 +117,8 @@ export interface AuthorizationServer {
   addClient(metadata: Record<string, unknown> & { client_id?: string; client_secret?: string }): ClientRecord;
   /** Stands in for fetching a Client ID Metadata Document, which a loopback test cannot do. */
   addClientMetadataDocument(url: string, document: Record<string, unknown>): void;
+  /** Every device code issued, oldest first; the device code itself is never exposed. */
+  deviceAuthorizations(): DeviceAuthorizationInfo[];
   options: AuthorizationServerOptions;
   close(): Promise<void>;
 }
@@ -104,6 +132,21 @@ interface CodeRecord {
   resource: string | undefined;
   expiresAt: number;
   used: boolean;
+  grantId: string;
+}
+
+interface DeviceCodeRecord {
+  clientId: string;
+  /** Normalized: eight alphabet characters, no dash. */
+  userCode: string;
+  scopes: string[];
+  resource: string | undefined;
+  expiresAt: number;
+  intervalSeconds: number;
+  lastPollAt: number | undefined;
+  polls: number;
+  /** 'expired' is derived from expiresAt when read, so the clock option alone decides it. */
+  status: Exclude<DeviceAuthorizationStatus, 'expired'>;
   grantId: string;
 }
 
@@ -136,6 +179,17 @@ const BODY_LIMIT = 1024 * 1024;
 const CODE_TTL_MS = 60_000;
 const SUPPORTED_AUTH_METHODS: TokenEndpointAuthMethod[] = ['none', 'client_secret_basic', 'client_secret_post'];
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' };
+/** RFC 8628 §6.1: consonants only, so a code spells no word and survives being read aloud. */
+const USER_CODE_ALPHABET = 'BCDFGHJKLMNPQRSTVWXZ';
+const USER_CODE_LENGTH = 8;
+const SLOW_DOWN_STEP_SECONDS = 5;
+// The verification page is where a user types a code, so it loads nothing, leaks no Referer and cannot be framed.
+const DEVICE_PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'referrer-policy': 'no-referrer',
+  'content-security-policy': "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+  ...NO_STORE,
+};
 
 function opaqueToken(): string {
   return randomBytes(32).toString('base64url');
@@ -204,6 +258,22 @@ function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+function randomUserCode(): string {
+  let code = '';
+  // randomInt, not a byte modulo 20, so every character is equally likely.
+  for (let i = 0; i < USER_CODE_LENGTH; i++) code += USER_CODE_ALPHABET[randomInt(USER_CODE_ALPHABET.length)];
+  return code;
+}
+
+/** RFC 8628 §6.1: people type codes loosely, so case, the display dash and spaces do not matter. */
+function normalizeUserCode(input: string): string {
+  return input.replace(/[\s-]/g, '').toUpperCase();
+}
+
+function displayUserCode(code: string): string {
+  return `${code.slice(0, USER_CODE_LENGTH / 2)}-${code.slice(USER_CODE_LENGTH / 2)}`;
+}
+
 /** RFC 6749 §2.3.1: the id and secret are form-urlencoded before being joined and base64-encoded. */
 function formDecode(value: string): string {
   return decodeURIComponent(value.replace(/\+/g, ' '));
@@ -254,6 +324,8 @@ export async function startAuthorizationServer(
   const codes = new Map<string, CodeRecord>();
   const accessTokens = new Map<string, AccessTokenRecord>();
   const refreshTokens = new Map<string, RefreshTokenRecord>();
+  const deviceCodes = new Map<string, DeviceCodeRecord>();
+  const deviceCodesByUserCode = new Map<string, DeviceCodeRecord>();
 
   const bump = (key: string): void => {
     counts[key] = (counts[key] ?? 0) + 1;
@@ -291,6 +363,7 @@ export async function startAuthorizationServer(
       token_endpoint: `${url}/token`,
       registration_endpoint: options.registrationEnabled === false ? undefined : `${url}/register`,
       revocation_endpoint: `${url}/revoke`,
+      device_authorization_endpoint: options.deviceAuthorization === undefined ? undefined : `${url}/device_authorization`,
       response_types_supported: ['code'],
       response_modes_supported: ['query'],
       grant_types_supported: options.grantTypes,
@@ -762,6 +835,8 @@ export async function startAuthorizationServer(
       return issueTokens(client, record.grantId, scopes, record.resource, rotate ? 'new' : 'keep');
     }
 
+    if (grantType === DEVICE_CODE_GRANT) return redeemDeviceCode(client, params, resource);
+
     // client_credentials
     if (client.token_endpoint_auth_method === 'none') {
       throw new OAuthError('unauthorized_client', 'client_credentials requires a confidential client');
@@ -794,6 +869,175 @@ export async function startAuthorizationServer(
       revokeGrant(rt.grantId);
     }
     // RFC 7009 §2.2: unknown or already-invalid tokens still get 200.
+  }
+
+  function mayUseDeviceGrant(client: ClientRecord): boolean {
+    return (options.grantTypes ?? []).includes(DEVICE_CODE_GRANT) && client.grant_types.includes(DEVICE_CODE_GRANT);
+  }
+
+  function deviceCodeExpired(record: DeviceCodeRecord): boolean {
+    return record.expiresAt <= now();
+  }
+
+  /** A user code that can still be decided on; expired and unknown codes look the same to the user. */
+  function liveDeviceCode(userCode: string): DeviceCodeRecord | undefined {
+    const record = deviceCodesByUserCode.get(normalizeUserCode(userCode));
+    return record === undefined || deviceCodeExpired(record) ? undefined : record;
+  }
+
+  function unusedUserCode(): string {
+    // Only live codes must be unique; an expired code's user code may be handed out again.
+    for (;;) {
+      const code = randomUserCode();
+      if (liveDeviceCode(code) === undefined) return code;
+    }
+  }
+
+  /** RFC 8628 §3.1-3.2: same client authentication as /token, same scope and resource rules as /authorize. */
+  function deviceAuthorizationRequest(
+    req: IncomingMessage,
+    body: string,
+    settings: DeviceAuthorizationOptions,
+  ): Record<string, unknown> {
+    const contentType = req.headers['content-type'] ?? '';
+    if (!/^application\/x-www-form-urlencoded\b/i.test(contentType)) {
+      throw new OAuthError('invalid_request', 'body must be application/x-www-form-urlencoded');
+    }
+    const raw = new URLSearchParams(body);
+    const params = singleParams(raw, ['resource']);
+    const client = authenticateClient(req, params);
+    if (!mayUseDeviceGrant(client)) {
+      throw new OAuthError('unauthorized_client', 'client may not use the device authorization grant');
+    }
+    if (raw.getAll('resource').length > 1) throw new OAuthError('invalid_target', 'only one resource is supported');
+    const resource = params.get('resource');
+    checkResource(resource);
+    const scopes = params.has('scope') ? splitScope(params.get('scope')) : (options.defaultScopes ?? []);
+    checkScopes(scopes);
+
+    const deviceCode = opaqueToken();
+    const userCode = unusedUserCode();
+    const expiresIn = settings.expiresInSeconds ?? 600;
+    const record: DeviceCodeRecord = {
+      clientId: client.client_id,
+      userCode,
+      scopes,
+      resource,
+      expiresAt: now() + expiresIn * 1000,
+      intervalSeconds: settings.intervalSeconds ?? 5,
+      lastPollAt: undefined,
+      polls: 0,
+      status: 'pending',
+      grantId: opaqueToken(),
+    };
+    deviceCodes.set(deviceCode, record);
+    deviceCodesByUserCode.set(userCode, record);
+    const verificationUri = `${url}/device`;
+    return {
+      device_code: deviceCode,
+      user_code: displayUserCode(userCode),
+      verification_uri: verificationUri,
+      verification_uri_complete: `${verificationUri}?user_code=${encodeURIComponent(displayUserCode(userCode))}`,
+      expires_in: expiresIn,
+      interval: record.intervalSeconds,
+    };
+  }
+
+  /** RFC 8628 §3.4-3.5: one poll of the token endpoint; only an approved code yields tokens, once. */
+  function redeemDeviceCode(
+    client: ClientRecord,
+    params: Map<string, string>,
+    resource: string | undefined,
+  ): Record<string, unknown> {
+    const deviceCode = params.get('device_code');
+    if (deviceCode === undefined) throw new OAuthError('invalid_request', 'device_code is required');
+    const record = deviceCodes.get(deviceCode);
+    // Another client's code is reported as unknown so a code's existence does not leak across clients.
+    if (record === undefined || record.clientId !== client.client_id) {
+      throw new OAuthError('invalid_grant', 'unknown device code');
+    }
+    record.polls += 1;
+    if (record.status === 'redeemed') throw new OAuthError('invalid_grant', 'device code already used');
+    if (deviceCodeExpired(record)) throw new OAuthError('expired_token', 'device code expired');
+    // Same rule as the authorization code grant, so a client cannot get tokens for a resource it did not ask for.
+    if (resource === undefined && options.requireResource !== false) {
+      throw new OAuthError('invalid_target', 'resource parameter is required');
+    }
+    if (resource !== undefined && resource !== record.resource) {
+      throw new OAuthError('invalid_target', 'resource differs from the device authorization request');
+    }
+    const previousPoll = record.lastPollAt;
+    record.lastPollAt = now();
+    if (previousPoll !== undefined && record.lastPollAt - previousPoll < record.intervalSeconds * 1000) {
+      // §3.5: the longer interval applies to every later poll of this code, not just the next one.
+      record.intervalSeconds += SLOW_DOWN_STEP_SECONDS;
+      throw new OAuthError('slow_down', `poll at most every ${record.intervalSeconds} seconds`);
+    }
+    if (record.status === 'pending') throw new OAuthError('authorization_pending', 'the user has not decided yet');
+    if (record.status === 'denied') throw new OAuthError('access_denied', 'the user denied the request');
+    record.status = 'redeemed';
+    return issueTokens(client, record.grantId, record.scopes, record.resource, mayRefresh(client) ? 'new' : 'none');
+  }
+
+  function devicePage(res: ServerResponse, status: number, title: string, content: string): void {
+    res.writeHead(status, DEVICE_PAGE_HEADERS);
+    res.end(
+      `<!doctype html><html lang="en"><meta charset="utf-8"><title>${escapeHtml(title)}</title><h1>${escapeHtml(title)}</h1>${content}</html>`,
+    );
+  }
+
+  function deviceErrorPage(res: ServerResponse, error: string, description: string): void {
+    bump(`error:${error}`);
+    devicePage(res, 400, 'Device authorization error', `<p>${escapeHtml(error)}: ${escapeHtml(description)}</p>`);
+  }
+
+  /** RFC 8628 §3.3: where the user enters the code; naming the client and scopes is the §5.4 anti-phishing cue. */
+  function handleDevicePage(res: ServerResponse, query: URLSearchParams): void {
+    bump('device:page');
+    const typed = query.get('user_code') ?? '';
+    const record = typed === '' ? undefined : liveDeviceCode(typed);
+    let request = '';
+    if (record !== undefined && record.status === 'pending') {
+      const name = findClient(record.clientId)?.information.client_name;
+      const who = typeof name === 'string' && name !== '' ? name : record.clientId;
+      request = `<p>${escapeHtml(who)} asks for: ${escapeHtml(record.scopes.join(' ') || '(no scope)')}</p>`;
+    }
+    devicePage(
+      res,
+      200,
+      'Connect a device',
+      `${request}<form method="post" action="/device">` +
+        `<label>Code <input name="user_code" value="${escapeHtml(typed)}" autocomplete="off" autocapitalize="characters" required></label> ` +
+        `<button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button></form>`,
+    );
+  }
+
+  function handleDeviceDecision(req: IncomingMessage, res: ServerResponse, body: string): void {
+    bump('device:decision');
+    const contentType = req.headers['content-type'] ?? '';
+    if (!/^application\/x-www-form-urlencoded\b/i.test(contentType)) {
+      return deviceErrorPage(res, 'invalid_request', 'body must be application/x-www-form-urlencoded');
+    }
+    let params: Map<string, string>;
+    try {
+      params = singleParams(new URLSearchParams(body));
+    } catch (err) {
+      if (err instanceof OAuthError) return deviceErrorPage(res, err.error, err.description);
+      throw err;
+    }
+    const decision = params.get('decision');
+    if (decision !== 'approve' && decision !== 'deny') {
+      return deviceErrorPage(res, 'invalid_request', 'decision must be approve or deny');
+    }
+    const record = liveDeviceCode(params.get('user_code') ?? '');
+    if (record === undefined || record.status !== 'pending') {
+      return deviceErrorPage(res, 'invalid_grant', 'unknown, expired or already used code');
+    }
+    // denyConsent stands for a user who refuses everything, whichever button a test presses.
+    const approved = decision === 'approve' && options.denyConsent !== true;
+    record.status = approved ? 'approved' : 'denied';
+    bump(`device:${record.status}`);
+    devicePage(res, 200, approved ? 'Device approved' : 'Device denied', `<p>You can return to your device.</p>`);
   }
 
   function cors(req: IncomingMessage, res: ServerResponse): void {
@@ -874,6 +1118,19 @@ export async function startAuthorizationServer(
           res.end();
           return;
         }
+        case '/device_authorization': {
+          const settings = options.deviceAuthorization;
+          if (settings === undefined) return send(res, 404, { error: 'not_found' });
+          if (method !== 'POST') return send(res, 405, { error: 'method_not_allowed' }, { allow: 'POST' });
+          bump('device_authorization');
+          return send(res, 200, deviceAuthorizationRequest(req, body, settings), NO_STORE);
+        }
+        case '/device': {
+          if (options.deviceAuthorization === undefined) return send(res, 404, { error: 'not_found' });
+          if (method === 'GET') return handleDevicePage(res, parsedUrl.searchParams);
+          if (method === 'POST') return handleDeviceDecision(req, res, body);
+          return send(res, 405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+        }
         case '/jwks':
           return send(res, 200, { keys: [] });
         default:
@@ -917,6 +1174,15 @@ export async function startAuthorizationServer(
     },
     addClientMetadataDocument(documentUrl, document) {
       metadataDocuments.set(documentUrl, document);
+    },
+    deviceAuthorizations() {
+      return [...deviceCodes.values()].map((record) => ({
+        userCode: displayUserCode(record.userCode),
+        status: record.status !== 'redeemed' && deviceCodeExpired(record) ? 'expired' : record.status,
+        polls: record.polls,
+        clientId: record.clientId,
+        intervalSeconds: record.intervalSeconds,
+      }));
     },
     close() {
       return new Promise<void>((resolve, reject) => {
