@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import CatalogueReporter from './test/security/catalogueReporter.js';
 import SummaryReporter from './test/support/summaryReporter.js';
 
 export default defineConfig({
@@ -8,6 +9,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
-    reporters: ['default', new SummaryReporter()],
+    // `npm test` runs every file, so it also prints and gates the security catalogue's table.
+    reporters: ['default', new SummaryReporter(), ...(process.env.MCP_OAUTH_CATALOGUE === '1' ? [new CatalogueReporter()] : [])],
   },
 });

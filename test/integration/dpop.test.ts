@@ -69,7 +69,7 @@ describe('DPoP', () => {
     expect(as[1]?.payload.nonce).toBe('as-nonce-1');
   });
 
-  it('a token endpoint answering use_dpop_nonce on every request: one retry, then a typed error', async () => {
+  it('C113 a token endpoint answering use_dpop_nonce on every request: one retry, then a typed error', async () => {
     const { server, session } = await setup({ asNonce: 'always' });
     const error = await failure(call(session, server.mcpUrl));
     expect(error).toBeInstanceOf(OAuthTokenError);

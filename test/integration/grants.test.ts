@@ -74,7 +74,7 @@ describe('client credentials', () => {
     expect(server.counts['mcp:401']).toBe(2);
   });
 
-  it('a 403 insufficient_scope re-requests client credentials with the union scope, once', async () => {
+  it('C80 a 403 insufficient_scope re-requests client credentials with the union scope, once', async () => {
     const server = await startM2MServer({ requiredScope: 'mcp:write' });
     const s = session({ serverUrl: server.mcpUrl, grant: { type: 'client_credentials', clientId: 'm2m-client', clientSecret: 'm2m-secret' } });
     expect(await listTools(s, server.mcpUrl)).toBe(200);

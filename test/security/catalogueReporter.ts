@@ -46,5 +46,7 @@ export default class CatalogueReporter implements Reporter {
     }
     lines.push('', `${passed} passed, ${failed} failed`, '');
     process.stdout.write(lines.join('\n'));
+    // The gate: a case that is pending, pinned or failing fails the run.
+    if (failed > 0) process.exitCode = 1;
   }
 }
