@@ -14,6 +14,7 @@ import type { RandomBytes } from './entropy.js';
 import type { Resolver } from './oauthHttp.js';
 import type { NetworkClass } from '../machines/urls.js';
 import type { TraceEntry } from './trace.js';
+import type { DevicePrompt } from '../machines/steps/device.js';
 
 export const DEFAULT_PROTOCOL_VERSION = '2025-11-25';
 
@@ -41,7 +42,18 @@ interface ClientAuthOptions {
   authMethod?: 'none' | 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
   /** For `private_key_jwt`: the key the adapter signs client assertions with (it never enters the machine). */
   privateKey?: PrivateKeyInput;
+  /**
+   * The client assertion's JWS algorithm. Default: the key's own (EC P-256 → ES256, RSA → RS256).
+   * Never `none` or HS*; when the AS lists `token_endpoint_auth_signing_alg_values_supported` and
+   * this algorithm is not in it, no token request is sent (`token.signing_alg_unsupported`).
+   */
   alg?: 'ES256' | 'RS256';
+  /**
+   * Seconds added to the local clock when stamping a client assertion's `iat` and `exp`: `-600`
+   * when this host's clock runs ten minutes fast (an AS then answers `invalid_client`, "iat in the
+   * future", and is not asked again). Integer, within ±86,400 (one day). Default 0.
+   */
+  assertionClockOffsetSeconds?: number;
 }
 
 /**
@@ -67,7 +79,10 @@ export type GrantOptions =
 /** What only the adapter holds: keys and providers. */
 export interface GrantCredentials {
   privateKey?: PrivateKeyInput;
-  alg: 'ES256' | 'RS256';
+  /** As configured; absent → the key's own algorithm (GrantSigner). */
+  alg?: 'ES256' | 'RS256';
+  /** Added to the local clock for client assertions' `iat`/`exp` (C79). */
+  clockOffsetSeconds: number;
   clientAssertionProvider?: AssertionProvider;
   assertionProvider?: AssertionProvider;
   idTokenProvider?: AssertionProvider;
@@ -95,6 +110,14 @@ export interface OAuthSessionOptions {
   redirect?: { loopback: { host?: '127.0.0.1' | '::1' | 'localhost'; port?: number; path?: string } } | { uri: string };
   /** Shows the authorization URL to the user; may return the redirect's query itself (headless agents). */
   openAuthorizationUrl?: AuthorizationUrlOpener;
+  /**
+   * `device`: RFC 8628 device authorization when the authorization server offers it (the person
+   * approves on another device; `onDeviceAuthorization` shows them the code), else the browser flow
+   * through `openAuthorizationUrl`. Default `browser`.
+   */
+  interaction?: 'browser' | 'device';
+  /** Required with `interaction: 'device'`: shows the user code and where to enter it. */
+  onDeviceAuthorization?: (prompt: DevicePrompt) => void;
   deadlines?: { oauthRequestMs?: number; callbackMs?: number; mcpHeadersMs?: number; connectMs?: number; storeMs?: number };
   maxBodyBytes?: number;
   policy?: Partial<EnginePolicy>;
@@ -129,12 +152,15 @@ export interface ResolvedOptions {
 
 const providerSchema = z.custom<AssertionProvider>((value) => typeof value === 'function', 'must be a function');
 const privateKeySchema = z.union([z.string().includes('PRIVATE KEY'), z.looseObject({ kty: z.string(), d: z.string() })]);
+/** A host clock more than a day off is broken, not skewed: refuse the configuration (C79). */
+export const MAX_ASSERTION_CLOCK_OFFSET_S = 86_400;
 const clientAuthShape = {
   clientId: z.string().min(1),
   clientSecret: z.string().min(1).optional(),
   authMethod: z.enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']).optional(),
   privateKey: privateKeySchema.optional(),
   alg: z.enum(['ES256', 'RS256']).optional(),
+  assertionClockOffsetSeconds: z.number().int().min(-MAX_ASSERTION_CLOCK_OFFSET_S).max(MAX_ASSERTION_CLOCK_OFFSET_S).optional(),
 };
 const GrantSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('client_credentials'), ...clientAuthShape, assertionProvider: providerSchema.optional() }),
@@ -207,8 +233,10 @@ const OptionsSchema = z.object({
       minTokenLifetimeSeconds: z.number().int().min(0).optional(),
       maxTokenLifetimeSeconds: z.number().int().positive().optional(),
       dpop: z.enum(['auto', 'always', 'off']).optional(),
+      minDevicePollIntervalMs: z.number().int().min(0).max(60_000).optional(),
     })
     .optional(),
+  interaction: z.enum(['browser', 'device']).optional(),
   allowInsecureServerUrl: z.boolean().optional(),
   grant: GrantSchema.optional(),
 });
@@ -230,7 +258,8 @@ function resolveGrant(grant: z.infer<typeof GrantSchema>): { config: GrantConfig
     authMethod,
   };
   const credentials: GrantCredentials = {
-    alg: grant.alg ?? 'ES256',
+    ...(grant.alg === undefined ? {} : { alg: grant.alg }),
+    clockOffsetSeconds: grant.assertionClockOffsetSeconds ?? 0,
     ...(grant.privateKey === undefined ? {} : { privateKey: grant.privateKey as PrivateKeyInput }),
     ...(clientAssertionProvider === undefined ? {} : { clientAssertionProvider }),
   };
@@ -311,9 +340,14 @@ export function resolveOptions(options: OAuthSessionOptions): ResolvedOptions {
   const { redirect_uris: _ignored, ...metadata } = (input.client?.metadata ?? {}) as Partial<ClientMetadata>;
   const clientRedirects = metadataRedirects ?? (redirect.kind === 'loopback' && redirect.port !== 0 ? [loopbackUri(redirect, redirect.port)] : undefined);
   const grant = input.grant === undefined ? undefined : resolveGrant(input.grant);
+  const interaction = input.interaction ?? 'browser';
+  if (interaction === 'device' && typeof options.onDeviceAuthorization !== 'function') {
+    throw configError('onDeviceAuthorization', "required with interaction: 'device' (the person must be shown the user code)");
+  }
   const config: EngineConfig = {
     ...(grant === undefined ? {} : { grant: grant.config }),
     serverUrl,
+    interaction,
     protocolVersion: input.protocolVersion ?? DEFAULT_PROTOCOL_VERSION,
     clientMetadata: {
       client_name: 'mcp-oauth',

@@ -7,7 +7,7 @@
 import { Agent, fetch as undiciFetch, type Dispatcher } from 'undici';
 import { createActor, type Actor, type SnapshotFrom } from 'xstate';
 import { flowError, OAuthFlowError, OAuthStoreError, toError, type FlowErrorData } from '../machines/errors.js';
-import type { HttpRequest } from '../machines/http.js';
+import { CREDENTIAL_UNAVAILABLE, type HttpRequest } from '../machines/http.js';
 import { oauthMachine } from '../machines/oauth.machine.js';
 import type { EngineEffect, EngineEvent } from '../machines/oauth.types.js';
 import type { CallbackParams } from '../machines/steps/authorization.js';
@@ -108,6 +108,8 @@ class Session implements OAuthSession {
   private readonly settleWaiters = new Set<() => void>();
   private callbackServer: LoopbackCallbackServer | undefined;
   private callbackTimer: NodeJS.Timeout | undefined;
+  /** Timers the machine asked for (`timer.start`), by id: RFC 8628 polling. */
+  private readonly timers = new Map<string, NodeJS.Timeout>();
   private interaction: AbortController | undefined;
   private readonly lifetime = new AbortController();
   private readonly saves = new Map<RecordKind, Promise<void>>();
@@ -209,7 +211,8 @@ class Session implements OAuthSession {
   private onSnapshot(snapshot: EngineSnapshot): void {
     // The state a failure happened in is the last one seen before `failed`.
     if (!snapshot.matches('failed')) this.lastFlowState = statePath(snapshot.value);
-    if (!snapshot.hasTag('waiting')) this.disarmCallbackDeadline();
+    if (!snapshot.hasTag('waiting') && !snapshot.hasTag('awaitingDevice')) this.disarmCallbackDeadline();
+    if (!snapshot.hasTag('awaitingDevice')) this.clearTimer('device.poll');
     if (snapshot.hasTag('settled')) {
       this.interaction?.abort();
       this.interaction = undefined;
@@ -338,6 +341,28 @@ class Session implements OAuthSession {
       case 'browser.open':
         this.openAuthorization(effect.url, effect.redirectUri);
         return;
+      case 'device.prompt': {
+        this.armCallbackDeadline();
+        const { type: _type, ...prompt } = effect;
+        try {
+          this.options.onDeviceAuthorization?.(prompt);
+        } catch {
+          this.send({ type: 'interaction.failed', error: flowError('flow', 'interaction.failed', 'the device authorization prompt could not be shown') });
+        }
+        return;
+      }
+      case 'timer.start': {
+        this.clearTimer(effect.id);
+        // The wait may already be over (the prompt failed, a cancel): no timer outlives its state.
+        if (!this.actor.getSnapshot().hasTag('awaitingDevice')) return;
+        const timer = setTimeout(() => {
+          this.timers.delete(effect.id);
+          this.send({ type: 'timeout', id: effect.id });
+        }, effect.delayMs);
+        timer.unref?.();
+        this.timers.set(effect.id, timer);
+        return;
+      }
       case 'store.save': {
         const fencing = this.fencing();
         this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value, fencing));
@@ -378,7 +403,8 @@ class Session implements OAuthSession {
         }
       } catch (error) {
         const message = error instanceof CredentialUnavailable ? error.message : 'the request could not be signed';
-        this.send({ type: 'http.failed', id: request.id, reason: 'credential', message, at: this.clock() });
+        const reason = error instanceof CredentialUnavailable ? error.reason : CREDENTIAL_UNAVAILABLE;
+        this.send({ type: 'http.failed', id: request.id, reason, message, at: this.clock() });
         return;
       }
       outcome = await performOAuthRequest(wire, {
@@ -458,6 +484,12 @@ class Session implements OAuthSession {
           this.send({ type: 'interaction.failed', error: flowError('flow', code, message) });
         },
       );
+  }
+
+  private clearTimer(id: string): void {
+    const timer = this.timers.get(id);
+    if (timer) clearTimeout(timer);
+    this.timers.delete(id);
   }
 
   private armCallbackDeadline(): void {
@@ -738,6 +770,7 @@ class Session implements OAuthSession {
     this.closed = true;
     this.lifetime.abort();
     this.disarmCallbackDeadline();
+    for (const id of [...this.timers.keys()]) this.clearTimer(id);
     this.interaction?.abort();
     for (const wake of [...this.settleWaiters]) wake();
     await this.callbackServer?.close();

@@ -20,6 +20,7 @@ import {
   OAuthStoreError,
 } from '../machines/errors.js';
 import type { ClientRecord, CredentialStore, DiscoveryRecord, RecordKind, TokenRecord, Versioned } from '../machines/store.js';
+import type { DevicePrompt } from '../machines/steps/device.js';
 import { canonicalServerUrl } from '../machines/urls.js';
 import { createProgress, type Progress } from './progress.js';
 
@@ -85,7 +86,9 @@ options:
   --client-secret <secret>      its secret (client_secret_basic); prefer $MCP_OAUTH_CLIENT_SECRET
   --client-metadata-url <url>   use a Client ID Metadata Document (https, with a path; needs --port)
   --port <n>                    loopback callback port (redirect URI http://127.0.0.1:<n>/callback)
-  --no-browser                  do not start a browser: print the URL and wait for the callback
+  --no-browser                  do not start a browser: when the authorization server offers the
+                                device authorization grant (RFC 8628), show a code to enter on any
+                                device; otherwise print the URL and wait for the callback
   --timeout <seconds>           how long to wait for the browser (default 300)
   --trace <file>                write the session's redacted trace (the visualizer's input)
   -q, --quiet                   no progress lines
@@ -264,6 +267,7 @@ function openSession(url: string, values: Values, io: Io): OAuthSession {
     },
     deadlines: { callbackMs: timeout * 1000 },
     openAuthorizationUrl: values['no-browser'] ? printingOpener(io) : browserOpener(io),
+    ...(values['no-browser'] ? { interaction: 'device' as const, onDeviceAuthorization: devicePrompt(io) } : {}),
     observe: (entry) => io.progress.observe(entry),
   };
   return createOAuthSession(options);
@@ -299,6 +303,16 @@ function printingOpener(io: Io): AuthorizationUrlOpener {
   return (url, { redirectUri }) => {
     const href = assertOpenableUrl(url);
     io.progress.line(`  Open this URL in a browser on this machine (the answer comes back to ${redirectUri}):\n    ${href}`);
+  };
+}
+
+/** RFC 8628 §3.3: where to go and what to type; the engine has already refused control characters in both. */
+function devicePrompt(io: Io): (prompt: DevicePrompt) => void {
+  return ({ userCode, verificationUri, verificationUriComplete, expiresAt }) => {
+    const minutes = Math.max(1, Math.round((expiresAt - Date.now()) / 60_000));
+    io.progress.line(`  On any device, open ${verificationUri}\n  and enter the code:  ${userCode}`);
+    if (verificationUriComplete !== undefined) io.progress.line(`  (or open ${verificationUriComplete})`);
+    io.progress.line(`  The code expires in about ${minutes} min.`);
   };
 }
 

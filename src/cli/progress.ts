@@ -13,7 +13,9 @@ export interface Progress {
 }
 
 const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-const WAITING_STATES = new Set(['flow.authorize.awaitingCallback']);
+const WAITING_STATES = new Set(['flow.authorize.awaitingCallback', 'flow.authorize.awaitingDeviceApproval', 'flow.authorize.pollingDeviceToken']);
+/** RFC 8628 polling alternates these every few seconds: each is announced once per flow. */
+const ONCE_PER_FLOW = new Set(['flow.authorize.awaitingDeviceApproval', 'flow.authorize.pollingDeviceToken']);
 
 /** What a person reads for each state: the dotted path plus a few words. */
 const DESCRIPTIONS: Record<string, string> = {
@@ -31,7 +33,11 @@ const DESCRIPTIONS: Record<string, string> = {
   'flow.redirect': 'starting the loopback callback server',
   'flow.client.selecting': 'choosing the client identity',
   'flow.client.registering': 'registering the client (RFC 7591)',
+  'flow.authorize.choosing': 'choosing browser or device authorization',
   'flow.authorize.redirecting': 'building the authorization request (PKCE S256)',
+  'flow.authorize.requestingDeviceCode': 'requesting a device code (RFC 8628)',
+  'flow.authorize.awaitingDeviceApproval': 'waiting for the code to be entered and approved',
+  'flow.authorize.pollingDeviceToken': 'polling the token endpoint',
   'flow.authorize.awaitingCallback': 'waiting for the browser to come back',
   'flow.authorize.validatingCallback': 'checking the authorization response',
   'flow.token.exchanging': 'exchanging the code for tokens',
@@ -43,6 +49,7 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr, quie
   let last = '';
   let spinner: NodeJS.Timeout | undefined;
   let frame = 0;
+  const announced = new Set<string>();
 
   const clearSpinner = (): void => {
     if (spinner === undefined) return;
@@ -83,6 +90,11 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr, quie
       if (entry.state === last) return;
       last = entry.state;
       if (entry.state === 'failed') return;
+      if (!entry.state.startsWith('flow.')) announced.clear();
+      if (ONCE_PER_FLOW.has(entry.state)) {
+        if (announced.has(entry.state)) return;
+        announced.add(entry.state);
+      }
       line(`  • ${entry.state.padEnd(36)} ${DESCRIPTIONS[entry.state] ?? ''}`.trimEnd());
       if (WAITING_STATES.has(entry.state)) startSpinner();
       else clearSpinner();

@@ -1,6 +1,6 @@
 /** HTTP as plain data: what the machine asks for and what the adapter reports back. */
 
-export type OAuthStep = 'prm' | 'asm' | 'registration' | 'token' | 'refresh' | 'revocation';
+export type OAuthStep = 'prm' | 'asm' | 'registration' | 'device_authorization' | 'token' | 'refresh' | 'revocation';
 
 export interface HttpRequest {
   id: string;
@@ -13,8 +13,11 @@ export interface HttpRequest {
    * RFC 7523 client authentication the adapter completes just before sending: it signs a JWT
    * (iss = sub = clientId, aud = audience only, short exp, unique jti) and appends
    * `client_assertion_type` and `client_assertion` to the form body. Keys never enter the machine.
+   * `signingAlgValuesSupported` is the AS's `token_endpoint_auth_signing_alg_values_supported`, as
+   * published: the adapter signs only with an algorithm its key supports and, when the list is
+   * there, one it names; otherwise it sends nothing and reports `SIGNING_ALG_UNSUPPORTED` (C77).
    */
-  clientAuth?: { method: 'private_key_jwt'; clientId: string; audience: string };
+  clientAuth?: { method: 'private_key_jwt'; clientId: string; audience: string; signingAlgValuesSupported?: string[] };
   /**
    * A form parameter the adapter fills from the application's credential source just before
    * sending: the JWT bearer `assertion` (RFC 7523) or the token-exchange `subject_token` (RFC 8693).
@@ -23,6 +26,16 @@ export interface HttpRequest {
   /** RFC 9449: the adapter adds a fresh DPoP proof (its session key) and honours one `use_dpop_nonce`. */
   dpop?: boolean;
 }
+
+/**
+ * `http.failed` reasons of a marked request the adapter did not send because it could not complete
+ * it. `credential`: no key or provider, or the provider failed (`token.credential_unavailable`).
+ * `signing_alg_unsupported`: no client-assertion algorithm both the key and the authorization
+ * server accept (`token.signing_alg_unsupported`, C77).
+ */
+export const CREDENTIAL_UNAVAILABLE = 'credential';
+export const SIGNING_ALG_UNSUPPORTED = 'signing_alg_unsupported';
+export const SIGNING_ALG_UNSUPPORTED_MESSAGE = 'no client assertion algorithm';
 
 export interface HttpResponseData {
   status: number;

@@ -3,7 +3,7 @@
  * The machine file names them; this file holds their bodies, so both read straight.
  */
 import { flowError, type FlowErrorData } from './errors.js';
-import type { HttpRequest, HttpResponseData, Result } from './http.js';
+import { CREDENTIAL_UNAVAILABLE, SIGNING_ALG_UNSUPPORTED, type HttpRequest, type HttpResponseData, type Result } from './http.js';
 import type { EngineContext, EngineEvent, LastResponse } from './oauth.types.js';
 import type { AuthorizationServerMetadata, ProtectedResourceMetadata } from './schemas.js';
 import { buildAuthorizationUrl, validateAuthorizationResponse, type CallbackVerdict } from './steps/authorization.js';
@@ -14,7 +14,15 @@ import {
   processResourceMetadataResponse,
   type DiscoveryProblem,
 } from './steps/discovery.js';
-import { chooseTokenEndpointAuthMethod, clientUsable } from './steps/registration.js';
+import { chooseTokenEndpointAuthMethod, clientUsable, DEFAULT_GRANT_TYPES } from './steps/registration.js';
+import {
+  buildDeviceAuthorizationRequest,
+  buildDeviceTokenRequest,
+  DEVICE_CODE_GRANT,
+  devicePollStatus,
+  processDeviceAuthorizationResponse,
+  type DeviceGrant,
+} from './steps/device.js';
 import { addsScope, selectScope, unionScopes, withOfflineAccess } from './steps/scope.js';
 import { needsRefresh, processTokenResponse } from './steps/token.js';
 import { buildClientCredentialsRequest, buildJwtBearerRequest, buildTokenExchangeRequest, processTokenExchangeResponse } from './steps/grants.js';
@@ -57,7 +65,11 @@ export function networkError(step: HttpRequest['step'], event: EngineEvent): Flo
   const reason = event.type === 'http.failed' ? event.reason : 'unknown';
   const message = event.type === 'http.failed' ? event.message : 'request failed';
   // The adapter could not complete a marked request (no key, the assertion provider failed): not the network.
-  if (reason === 'credential') return flowError('token', 'token.credential_unavailable', `${step} request not sent: ${message}`);
+  // C77: the key's algorithm is not one the AS accepts (or the key has none we sign with): nothing was sent.
+  if (reason === SIGNING_ALG_UNSUPPORTED) {
+    return flowError('token', 'token.signing_alg_unsupported', `${step} request not sent: ${message}`);
+  }
+  if (reason === CREDENTIAL_UNAVAILABLE) return flowError('token', 'token.credential_unavailable', `${step} request not sent: ${message}`);
   return flowError('network', `network.${reason}`, `${step} request failed: ${message}`);
 }
 
@@ -261,7 +273,8 @@ export function planClient(context: EngineContext, redirectUri: string | undefin
   const issuer = context.issuer;
   if (issuer === undefined) return 'none';
   const pre = context.config.preregistered;
-  if (clientUsable(context.client, issuer, redirectUri, context.now, context.requestedScope) && (pre === undefined || context.client?.client_id === pre.client_id)) {
+  const grantType = deviceAuthorizationOffered(context) ? DEVICE_CODE_GRANT : undefined;
+  if (clientUsable(context.client, issuer, redirectUri, context.now, context.requestedScope, grantType) && (pre === undefined || context.client?.client_id === pre.client_id)) {
     return 'stored';
   }
   if (pre) {
@@ -337,6 +350,11 @@ export function registrationScope(context: EngineContext): string | undefined {
   });
 }
 
+/** What a dynamic client registers for: the code flow with refresh, and the device grant when it will be used. */
+export function registrationGrantTypes(context: EngineContext): string[] {
+  return deviceAuthorizationOffered(context) ? [...DEFAULT_GRANT_TYPES, DEVICE_CODE_GRANT] : [...DEFAULT_GRANT_TYPES];
+}
+
 export function registrationAuthMethod(context: EngineContext): ClientRecord['token_endpoint_auth_method'] {
   return chooseTokenEndpointAuthMethod(context.config.clientMetadata.token_endpoint_auth_method, context.asm?.token_endpoint_auth_methods_supported);
 }
@@ -371,9 +389,10 @@ export function tokenOutcome(context: EngineContext, event: EngineEvent, previou
   if (event.type !== 'http.response') {
     return { ok: false, error: flowError('token', 'token.no_response', 'no token response') };
   }
-  const issuer = previous?.issuer ?? context.transaction?.issuer ?? context.issuer ?? '';
-  const resource = previous?.resource ?? context.transaction?.resource ?? resourceFor(context);
-  const requestedScope = previous ? undefined : context.config.grant !== undefined ? context.requestedScope : context.transaction?.scope;
+  const authorization = context.transaction ?? context.device;
+  const issuer = previous?.issuer ?? authorization?.issuer ?? context.issuer ?? '';
+  const resource = previous?.resource ?? authorization?.resource ?? resourceFor(context);
+  const requestedScope = previous ? undefined : context.config.grant !== undefined ? context.requestedScope : authorization?.scope;
   return processTokenResponse(event, {
     at: event.at,
     issuer,
@@ -462,6 +481,8 @@ export function grantRequest(context: EngineContext, id: string): HttpRequest | 
     client: { ...(grant.clientId === undefined ? {} : { clientId: grant.clientId }), ...(grant.clientSecret === undefined ? {} : { clientSecret: grant.clientSecret }), authMethod: grant.authMethod },
     resource: resourceFor(context),
     ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+    // C77: the adapter signs a client assertion only with an algorithm this list names (when present).
+    ...(asm.token_endpoint_auth_signing_alg_values_supported === undefined ? {} : { signingAlgValuesSupported: asm.token_endpoint_auth_signing_alg_values_supported }),
   };
   if (grant.type === 'client_credentials') return buildClientCredentialsRequest(id, common);
   return buildJwtBearerRequest(id, { ...common, ...(context.idJag === undefined ? {} : { assertion: context.idJag }) });
@@ -483,4 +504,54 @@ export function tokenExchangeRequest(context: EngineContext, id: string): HttpRe
 export function tokenExchangeOutcome(event: EngineEvent): Result<string, FlowErrorData> {
   if (event.type !== 'http.response') return { ok: false, error: flowError('token', 'idp.no_response', 'no token exchange response') };
   return processTokenExchangeResponse(event);
+}
+
+// ---------------------------------------------------------------- RFC 8628 device authorization
+
+/** Chosen by configuration, used only when the server offers it (a 2025-03-26 server has no metadata to say so). */
+export function deviceAuthorizationOffered(context: EngineContext): boolean {
+  return context.config.interaction === 'device' && context.config.grant === undefined && !context.legacy && context.asm?.device_authorization_endpoint !== undefined;
+}
+
+export function deviceAuthorizationRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const endpoint = context.asm?.device_authorization_endpoint;
+  if (endpoint === undefined || !context.client) return undefined;
+  return buildDeviceAuthorizationRequest(id, {
+    endpoint,
+    client: context.client,
+    ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+    resource: resourceFor(context),
+  });
+}
+
+export function deviceAuthorizationOutcome(context: EngineContext, event: EngineEvent): Result<DeviceGrant, FlowErrorData> {
+  if (event.type !== 'http.response') return { ok: false, error: flowError('flow', 'device.no_response', 'no device authorization response') };
+  return processDeviceAuthorizationResponse(event, { at: event.at, minIntervalMs: context.config.policy.minDevicePollIntervalMs });
+}
+
+export function deviceTokenRequest(context: EngineContext, id: string): HttpRequest | undefined {
+  const { asm, client, device } = context;
+  if (!asm || !client || !device) return undefined;
+  return withDpop(context, buildDeviceTokenRequest(id, { tokenEndpoint: asm.token_endpoint, client, deviceCode: device.deviceCode, resource: device.resource }));
+}
+
+/** RFC 8628 §3.5: `authorization_pending` or `slow_down` while the device code is still valid means poll again. */
+export function devicePollAgain(context: EngineContext, event: EngineEvent): boolean {
+  if (event.type !== 'http.response' || !context.device || event.at >= context.device.expiresAt) return false;
+  return devicePollStatus(event) !== undefined;
+}
+
+/** RFC 8628 §3.5: a timeout or a refused connection while polling backs off instead of ending the wait. */
+export function devicePollRetryable(context: EngineContext, event: EngineEvent): boolean {
+  if (event.type !== 'http.failed' || !context.device || event.at >= context.device.expiresAt) return false;
+  return event.reason === 'timeout' || event.reason === 'unreachable';
+}
+
+export function devicePollFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
+  const pollAgain = event.type === 'http.response' && devicePollStatus(event) !== undefined;
+  const lapsed = (event.type === 'http.response' || event.type === 'http.failed') && context.device !== undefined && event.at >= context.device.expiresAt;
+  if (pollAgain || (lapsed && event.type === 'http.failed')) return flowError('flow', 'device.expired', 'the device code expired before the authorization was approved');
+  if (event.type === 'http.failed') return networkError('token', event);
+  const outcome = tokenOutcome(context, event);
+  return outcome.ok ? flowError('flow', 'flow.internal', 'an internal invariant failed') : outcome.error;
 }

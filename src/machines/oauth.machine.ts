@@ -11,6 +11,7 @@ import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oa
 import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
 import { buildCodeExchangeRequest, buildRefreshRequest } from './steps/token.js';
 import { buildRevocationRequest } from './steps/revocation.js';
+import { devicePollStatus, nextDeviceInterval } from './steps/device.js';
 import type { DiscoveryRecord } from './store.js';
 
 function initialContext(input: EngineInput): EngineContext {
@@ -85,7 +86,14 @@ export const oauthMachine = setup({
         issuer: context.issuer ?? '',
         redirectUri: context.redirectUri ?? '',
         requestedMethod: logic.registrationAuthMethod(context),
+        requestedGrantTypes: logic.registrationGrantTypes(context),
       }).ok,
+
+    deviceAuthorizationOffered: ({ context }) => logic.deviceAuthorizationOffered(context),
+    deviceAuthorizationIssued: ({ context, event }) => logic.deviceAuthorizationOutcome(context, event).ok,
+    devicePollAgain: ({ context, event }) => logic.devicePollAgain(context, event),
+    devicePollRetryable: ({ context, event }) => logic.devicePollRetryable(context, event),
+    isDevicePollDue: ({ event }) => event.type === 'timeout' && event.id === 'device.poll',
 
     authorizationUrlValid: ({ context, event }) => logic.authorizationUrlFor(context, event) !== undefined,
     callbackIgnored: ({ context }) => logic.callbackVerdict(context).kind === 'ignore',
@@ -246,6 +254,7 @@ export const oauthMachine = setup({
           redirectUri: context.redirectUri,
           ...(logic.registrationScope(context) === undefined ? {} : { scope: logic.registrationScope(context) }),
           authMethod: logic.registrationAuthMethod(context),
+          grantTypes: logic.registrationGrantTypes(context),
         }),
       });
     }),
@@ -255,6 +264,7 @@ export const oauthMachine = setup({
         issuer: context.issuer ?? '',
         redirectUri: context.redirectUri ?? '',
         requestedMethod: logic.registrationAuthMethod(context),
+        requestedGrantTypes: logic.registrationGrantTypes(context),
       });
       if (!outcome.ok) return;
       enqueue.assign({ client: outcome.value, pendingId: undefined });
@@ -294,6 +304,43 @@ export const oauthMachine = setup({
         ...(verdict.kind === 'ignore' ? { lastRejection: verdict.reason } : {}),
       };
     }),
+    requestDeviceAuthorization: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const request = logic.deviceAuthorizationRequest(context, id);
+      enqueue.assign({ seq, pendingId: id, authorizationCount: context.authorizationCount + 1 });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    acceptDeviceAuthorization: enqueueActions(({ context, event, enqueue }) => {
+      const outcome = logic.deviceAuthorizationOutcome(context, event);
+      if (!outcome.ok || !context.client || context.issuer === undefined) return;
+      const { deviceCode, intervalMs, ...prompt } = outcome.value;
+      enqueue.assign({
+        pendingId: undefined,
+        device: {
+          ...outcome.value,
+          issuer: context.issuer,
+          resource: logic.resourceFor(context),
+          ...(context.requestedScope === undefined ? {} : { scope: context.requestedScope }),
+          clientId: context.client.client_id,
+        },
+      });
+      enqueue.emit({ type: 'device.prompt', ...prompt });
+    }),
+    scheduleDevicePoll: enqueueActions(({ context, enqueue }) => {
+      if (context.device) enqueue.emit({ type: 'timer.start', id: 'device.poll', delayMs: context.device.intervalMs });
+    }),
+    requestDeviceToken: enqueueActions(({ context, enqueue }) => {
+      const { seq, id } = logic.nextRequestId(context);
+      const request = logic.deviceTokenRequest(context, id);
+      enqueue.assign({ seq, pendingId: id });
+      if (request) enqueue.emit({ type: 'http.request', request });
+    }),
+    slowDevicePolling: assign(({ context, event }) => {
+      if (!context.device) return {};
+      const answer = event.type === 'http.failed' ? 'network' : event.type === 'http.response' && devicePollStatus(event) === 'slow_down' ? 'slow_down' : 'authorization_pending';
+      return { pendingId: undefined, device: { ...context.device, intervalMs: nextDeviceInterval(context.device.intervalMs, answer) } };
+    }),
+
     acceptAuthorizationCode: assign(({ context }) => {
       const verdict = logic.callbackVerdict(context);
       return verdict.kind === 'code' ? { code: verdict.code, lastCallback: undefined } : {};
@@ -321,12 +368,13 @@ export const oauthMachine = setup({
     }),
     storeIssuedTokens: enqueueActions(({ context, event, enqueue }) => {
       const outcome = logic.tokenOutcome(context, event);
-      if (!outcome.ok || !context.asm || !context.transaction) return;
+      const authorization = context.transaction ?? context.device;
+      if (!outcome.ok || !context.asm || !authorization) return;
       const discovery: DiscoveryRecord = {
-        issuer: context.transaction.issuer,
+        issuer: authorization.issuer,
         token_endpoint: context.asm.token_endpoint,
         ...(context.asm.revocation_endpoint === undefined ? {} : { revocation_endpoint: context.asm.revocation_endpoint }),
-        resource: context.transaction.resource,
+        resource: authorization.resource,
         ...(context.resourceMetadataUrl === undefined ? {} : { resource_metadata_url: context.resourceMetadataUrl }),
         legacy: context.legacy,
       };
@@ -338,6 +386,7 @@ export const oauthMachine = setup({
         // The code and verifier are single-use: nothing of the transaction outlives the exchange.
         transaction: undefined,
         code: undefined,
+        device: undefined,
         scopeFloor: undefined,
         challenge: undefined,
       });
@@ -445,7 +494,7 @@ export const oauthMachine = setup({
     fail: enqueueActions(({ context, enqueue }, params: { error: FlowErrorData }) => {
       // A server may echo a secret it received (C100): the message must not carry it further.
       const error = { ...params.error, message: scrubSecrets(params.error.message, secretValues(context)) };
-      enqueue.assign({ error, pendingId: undefined, transaction: undefined, code: undefined, idJag: undefined, lastResponse: undefined });
+      enqueue.assign({ error, pendingId: undefined, transaction: undefined, code: undefined, device: undefined, idJag: undefined, lastResponse: undefined });
       enqueue.emit({ type: 'flow.failed', error });
     }),
   },
@@ -702,8 +751,11 @@ export const oauthMachine = setup({
         },
 
         authorize: {
-          initial: 'redirecting',
+          initial: 'choosing',
           states: {
+            choosing: {
+              always: [{ guard: 'deviceAuthorizationOffered', target: 'requestingDeviceCode' }, { target: 'redirecting' }],
+            },
             redirecting: {
               entry: 'requestEntropy',
               on: {
@@ -746,6 +798,67 @@ export const oauthMachine = setup({
                 },
                 { target: '#oauth.flow.token', actions: 'acceptAuthorizationCode' },
               ],
+            },
+
+            // RFC 8628: the person approves on another device; the client polls at the server's pace.
+            requestingDeviceCode: {
+              entry: 'requestDeviceAuthorization',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'deviceAuthorizationIssued']), target: 'awaitingDeviceApproval', actions: 'acceptDeviceAuthorization' },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: deviceAuthorizationFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': {
+                  guard: 'isPending',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('device_authorization', event) }) },
+                },
+              },
+            },
+            awaitingDeviceApproval: {
+              tags: ['awaitingDevice'],
+              entry: 'scheduleDevicePoll',
+              on: {
+                'interaction.failed': {
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                },
+                timeout: [
+                  { guard: 'isDevicePollDue', target: 'pollingDeviceToken' },
+                  {
+                    guard: 'isCallbackTimeout',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: { error: flowError('flow', 'callback.timeout', 'the device authorization was not approved before the deadline') } },
+                  },
+                ],
+              },
+            },
+            pollingDeviceToken: {
+              tags: ['awaitingDevice'],
+              entry: 'requestDeviceToken',
+              on: {
+                'http.response': [
+                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeIssuedTokens', 'announceDone'] },
+                  { guard: and(['isPending', 'devicePollAgain']), target: 'awaitingDeviceApproval', actions: 'slowDevicePolling' },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: logic.devicePollFailure(context, event) }) },
+                  },
+                ],
+                'http.failed': [
+                  { guard: and(['isPending', 'devicePollRetryable']), target: 'awaitingDeviceApproval', actions: 'slowDevicePolling' },
+                  {
+                    guard: 'isPending',
+                    target: '#oauth.failed',
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: logic.devicePollFailure(context, event) }) },
+                  },
+                ],
+              },
             },
           },
         },
@@ -882,7 +995,13 @@ function registrationFailure(context: EngineContext, event: EngineEvent): FlowEr
     issuer: context.issuer ?? '',
     redirectUri: context.redirectUri ?? '',
     requestedMethod: logic.registrationAuthMethod(context),
+        requestedGrantTypes: logic.registrationGrantTypes(context),
   });
+  return outcome.ok ? unknownError() : outcome.error;
+}
+
+function deviceAuthorizationFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
+  const outcome = logic.deviceAuthorizationOutcome(context, event);
   return outcome.ok ? unknownError() : outcome.error;
 }
 

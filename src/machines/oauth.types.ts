@@ -29,6 +29,8 @@ export interface EnginePolicy {
   maxAuthorizations: number;
   minTokenLifetimeSeconds: number;
   maxTokenLifetimeSeconds: number;
+  /** Floor under a server's RFC 8628 polling interval (a server saying 0 is not polled in a loop). */
+  minDevicePollIntervalMs: number;
   /** RFC 9449 DPoP: `auto` when the AS lists ES256 in `dpop_signing_alg_values_supported` (DESIGN policy 11). */
   dpop: 'auto' | 'always' | 'off';
 }
@@ -62,6 +64,12 @@ export interface EngineConfig {
   scope?: string;
   /** A machine-to-machine grant instead of the browser flow. */
   grant?: GrantConfig;
+  /**
+   * How the person authorizes: `browser` (authorization code with PKCE, a loopback or web
+   * redirect), or `device` (RFC 8628 when the server offers it, else the browser flow, whose URL the
+   * application may only print).
+   */
+  interaction?: 'browser' | 'device';
   policy: EnginePolicy;
 }
 
@@ -75,6 +83,20 @@ export interface AuthorizationTransaction {
   scope?: string;
   clientId: string;
   authorizationUrl: string;
+}
+
+/** RFC 8628: a device authorization in progress (the device code is a secret, like a code). */
+export interface DeviceTransaction {
+  deviceCode: string;
+  userCode: string;
+  verificationUri: string;
+  verificationUriComplete?: string;
+  expiresAt: number;
+  intervalMs: number;
+  issuer: string;
+  resource: string;
+  scope?: string;
+  clientId: string;
 }
 
 export type LastResponse =
@@ -119,6 +141,7 @@ export interface EngineContext {
   redirectUri?: string;
   transaction?: AuthorizationTransaction;
   code?: string;
+  device?: DeviceTransaction;
   lastCallback?: CallbackParams;
   rejectedCallbacks: number;
   /** Why the last ignored callback was ignored (shown to the person, kept for the visualizer). */
@@ -183,6 +206,10 @@ export type EngineEffect =
   | { type: 'redirect.prepare'; preferredRedirectUri?: string; fixed: boolean }
   | { type: 'random.needed' }
   | { type: 'browser.open'; url: string; redirectUri: string }
+  /** RFC 8628 §3.3: show the person where to go and what to type. */
+  | { type: 'device.prompt'; userCode: string; verificationUri: string; verificationUriComplete?: string; expiresAt: number }
+  /** Answered with `timeout` carrying the same id once `delayMs` has passed. */
+  | { type: 'timer.start'; id: string; delayMs: number }
   | { type: 'store.save'; kind: RecordKind; value: RecordTypes[RecordKind]; ifGeneration: number }
   | { type: 'store.clear'; kind: RecordKind; ifGeneration: number }
   | { type: 'notice'; notice: Notice }

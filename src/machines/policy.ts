@@ -11,5 +11,6 @@ export const DEFAULT_POLICY: EnginePolicy = {
   maxAuthorizations: 3,
   minTokenLifetimeSeconds: 1,
   maxTokenLifetimeSeconds: 366 * 24 * 3600,
+  minDevicePollIntervalMs: 1_000,
   dpop: 'auto',
 };

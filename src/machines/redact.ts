@@ -8,8 +8,8 @@ import type { EngineContext, EngineEffect, EngineEvent } from './oauth.types.js'
 export const REDACTED = '[redacted]';
 
 // `token`: the RFC 7009 revocation request carries the refresh or access token under that name.
-const SECRET_FORM_FIELDS = new Set(['token', 'code', 'code_verifier', 'refresh_token', 'client_secret', 'client_assertion', 'assertion', 'subject_token', 'actor_token', 'id_token', 'access_token', 'state', 'password']);
-const SECRET_JSON_FIELDS = new Set(['access_token', 'refresh_token', 'id_token', 'client_secret', 'registration_access_token', 'code', 'assertion', 'client_assertion']);
+const SECRET_FORM_FIELDS = new Set(['token', 'code', 'device_code', 'code_verifier', 'refresh_token', 'client_secret', 'client_assertion', 'assertion', 'subject_token', 'actor_token', 'id_token', 'access_token', 'state', 'password']);
+const SECRET_JSON_FIELDS = new Set(['access_token', 'refresh_token', 'id_token', 'client_secret', 'registration_access_token', 'code', 'device_code', 'assertion', 'client_assertion']);
 
 function redactForm(body: string): string {
   const form = new URLSearchParams(body);
@@ -117,6 +117,8 @@ export function redactContext(context: EngineContext): Record<string, unknown> {
     requestedScope: context.requestedScope,
     redirectUri: context.redirectUri,
     transaction: transaction && { issuer: transaction.issuer, redirectUri: transaction.redirectUri, resource: transaction.resource, scope: transaction.scope, clientId: transaction.clientId },
+    // The user code is shown to the person anyway; the device code is the secret the client redeems.
+    device: context.device && { userCode: context.device.userCode, verificationUri: context.device.verificationUri, expiresAt: context.device.expiresAt, intervalMs: context.device.intervalMs },
     rejectedCallbacks: context.rejectedCallbacks,
     authorizationCount: context.authorizationCount,
     error: context.error,
@@ -137,6 +139,7 @@ export function secretValues(context: EngineContext): string[] {
     context.transaction?.state,
     context.transaction?.codeVerifier,
     context.code,
+    context.device?.deviceCode,
   ];
   // Very short values would scrub ordinary words; real secrets are long random strings.
   return values.filter((value): value is string => typeof value === 'string' && value.length >= 8);

@@ -31,6 +31,8 @@ export const AuthorizationServerMetadataSchema = z.looseObject({
   grant_types_supported: z.array(z.string()).optional(),
   code_challenge_methods_supported: z.array(z.string()).optional(),
   token_endpoint_auth_methods_supported: z.array(z.string()).optional(),
+  /** RFC 8414 §2: JWS algorithms the token endpoint accepts for `private_key_jwt` (C77); absent promises nothing. */
+  token_endpoint_auth_signing_alg_values_supported: z.array(z.string()).optional(),
   authorization_response_iss_parameter_supported: z.boolean().optional(),
   client_id_metadata_document_supported: z.boolean().optional(),
   dpop_signing_alg_values_supported: z.array(z.string()).optional(),
@@ -66,6 +68,7 @@ export const ClientInformationSchema = z.looseObject({
   client_id_issued_at: z.number().optional(),
   token_endpoint_auth_method: z.string().optional(),
   redirect_uris: z.array(z.string()).optional(),
+  grant_types: z.array(z.string()).optional(),
   scope: z.string().optional(),
 });
 export type ClientInformation = z.infer<typeof ClientInformationSchema>;
@@ -81,6 +84,16 @@ export const TokenResponseSchema = z.looseObject({
 export type TokenResponse = z.infer<typeof TokenResponseSchema>;
 
 /** RFC 6749 §5.2 / RFC 7591 §3.2.2 error body. */
+/** RFC 8628 §3.2. */
+export const DeviceAuthorizationResponseSchema = z.looseObject({
+  device_code: nonEmpty,
+  user_code: nonEmpty,
+  verification_uri: nonEmpty,
+  verification_uri_complete: z.string().optional(),
+  expires_in: z.number().positive().finite(),
+  interval: z.number().int().nonnegative().max(3_600).optional(),
+});
+
 export const OAuthErrorBodySchema = z.looseObject({
   error: z.string().min(1).max(256),
   error_description: z.string().optional(),

@@ -45,6 +45,8 @@ export interface ClientRecord {
    * oidc-provider enforce it, so a dynamic client is registered again before asking for more.
    */
   scope?: string;
+  /** RFC 7591 `grant_types` registered; absent in records written before the device grant. */
+  grant_types?: string[];
 }
 
 /** Authorization-server facts kept with the tokens so that a refresh works after a restart. */

@@ -13,6 +13,7 @@ import type { OAuthFlowError } from '../../src/machines/errors.js';
 import { canonicalServerUrl } from '../../src/machines/urls.js';
 import { cli, cliEnv, ROOT, startCli, startScript, waitForOutput } from '../support/cli.js';
 import { deploy } from '../support/harness.js';
+import { DEVICE_CODE_GRANT } from '../../examples/demo/authorizationServer.js';
 
 describe('mcp-oauth: the commands end to end', { timeout: 120_000 }, () => {
   it('login, status, token, tools, call, logout (revocation seen by the server), status again', async () => {
@@ -218,6 +219,41 @@ describe('mcp-oauth: the browser opener', { timeout: 120_000 }, () => {
     expect(result.stdout).toContain('Signed in');
     expect(await e.browserVisits()).toEqual([]);
     expect(d.as.counts.authorize).toBe(1);
+  });
+});
+
+describe('--no-browser with the device authorization grant (RFC 8628)', () => {
+  it('shows the verification URI and the user code; approving on "another device" signs in, $BROWSER untouched', async () => {
+    const d = await deploy({ grantTypes: ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT], deviceAuthorization: { intervalSeconds: 0 } });
+    const e = await cliEnv();
+    const { child, done } = startCli(['login', d.mcp.url, '--no-browser'], e.env);
+    const [, verificationUri, userCode] = await waitForOutput(child, /open (\S+)\n\s+and enter the code:\s+(\S+)\n/);
+    expect(verificationUri).toBe(`${d.as.url}/device`);
+    const approval = await fetch(verificationUri!, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ user_code: userCode!, decision: 'approve' }).toString(),
+    });
+    expect(approval.status).toBe(200);
+    const result = await done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('Signed in');
+    expect(result.stderr).toContain('flow.authorize.awaitingDeviceApproval');
+    // Polling is announced once, not once per poll.
+    expect(result.stderr.split('flow.authorize.pollingDeviceToken').length - 1).toBe(1);
+    expect(await e.browserVisits()).toEqual([]);
+    expect(d.as.counts.authorize ?? 0).toBe(0);
+    expect(d.as.deviceAuthorizations()[0]?.status).toBe('redeemed');
+
+    const token = await cli(['token', d.mcp.url], e.env);
+    expect(token.code, token.stderr).toBe(0);
+    const tools = await fetch(d.mcp.url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token.stdout.trim()}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+    });
+    await tools.text();
+    expect(tools.status).toBe(200);
   });
 });
 

@@ -118,7 +118,12 @@ export function planPath(world: World, kind: ClientKind, events: EngineEvent[]):
       script.push({
         method: request.method,
         url: request.url,
-        answer: event.type === 'http.response' ? { status: event.status, headers: event.headers, body: event.body } : 'unreachable',
+        answer:
+          event.type === 'http.response'
+            ? { status: event.status, headers: event.headers, body: event.body }
+            : event.reason === 'redirect'
+              ? { status: 307, headers: { location: `${world.origin}/elsewhere` }, body: '' }
+              : 'unreachable',
       });
     }
     const [next, actions] = transition(oauthMachine, snapshot, event);
@@ -186,7 +191,16 @@ export async function executePath(
           },
         }
       : {}),
-    deadlines: { oauthRequestMs: 5_000, callbackMs: events.some((e) => e.type === 'timeout') ? 150 : 60_000 },
+    deadlines: { oauthRequestMs: 5_000, callbackMs: events.some((e) => e.type === 'timeout' && e.id === 'callback') ? 150 : 60_000 },
+    // A path where the approval deadline passes: the next poll is held off until after it.
+    ...(kind === 'device' && events.some((e) => e.type === 'timeout' && e.id === 'callback') ? { policy: { minDevicePollIntervalMs: 60_000 } } : {}),
+    ...(kind === 'device'
+      ? {
+          onDeviceAuthorization: () => {
+            if (failsIn('awaitingDeviceApproval')) throw new Error('no terminal to show the code on');
+          },
+        }
+      : {}),
     openAuthorizationUrl: (url) => {
       realState = new URL(url).searchParams.get('state') ?? undefined;
       if (failsIn('awaitingCallback')) throw new OAuthFlowError({ code: 'browser.unavailable', message: 'no browser here' });

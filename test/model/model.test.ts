@@ -14,7 +14,7 @@ import { COVERAGE_FILE } from './coverageReporter.js';
 import { executePath, planPath, ScriptedServer } from './execute.js';
 import { engineConfig, eventCases, testModel, type ClientKind, type Snapshot, type World } from './model.js';
 
-const KINDS: ClientKind[] = ['dynamic', 'noLegacy', 'preregistered', 'preregisteredElsewhere', 'clientCredentials', 'jwtBearer', 'enterprise'];
+const KINDS: ClientKind[] = ['dynamic', 'noLegacy', 'preregistered', 'preregisteredElsewhere', 'clientCredentials', 'jwtBearer', 'enterprise', 'device'];
 const server = new ScriptedServer();
 const tracker = new CoverageTracker(inventory(oauthMachine));
 let world: World;

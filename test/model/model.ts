@@ -21,7 +21,7 @@ export const RANDOM = { state: 'model-state', codeVerifier: 'model-verifier-0123
 export const FORGED_STATE = 'forged-state';
 export const EVIL = 'https://evil.example';
 
-export type ClientKind = 'dynamic' | 'noLegacy' | 'preregistered' | 'preregisteredElsewhere' | 'clientCredentials' | 'jwtBearer' | 'enterprise';
+export type ClientKind = 'dynamic' | 'noLegacy' | 'preregistered' | 'preregisteredElsewhere' | 'clientCredentials' | 'jwtBearer' | 'enterprise' | 'device';
 
 /** A fresh P-256 key for the private_key_jwt paths: the adapter really signs what the machine marks. */
 const MODEL_PRIVATE_KEY = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -59,7 +59,7 @@ export interface World {
   clientMetadataUrl: string;
 }
 
-const isDynamic = (kind: ClientKind) => kind === 'dynamic' || kind === 'noLegacy' || isGrant(kind);
+const isDynamic = (kind: ClientKind) => kind === 'dynamic' || kind === 'noLegacy' || kind === 'device' || isGrant(kind);
 
 export function sessionOptions(world: World, kind: ClientKind): OAuthSessionOptions {
   const redirect = isDynamic(kind) ? world.redirect : `http://127.0.0.1:${world.preregisteredPort}/callback`;
@@ -68,6 +68,8 @@ export function sessionOptions(world: World, kind: ClientKind): OAuthSessionOpti
     serverUrl: world.serverUrl,
     ...(grant === undefined ? {} : { grant }),
     ...(kind === 'noLegacy' ? { policy: { legacyFallback: false } } : {}),
+    // RFC 8628 with a server-set interval of 0 and no floor: polls follow each other without waiting.
+    ...(kind === 'device' ? { interaction: 'device' as const, onDeviceAuthorization: () => undefined, policy: { minDevicePollIntervalMs: 0 } } : {}),
     redirect: { uri: redirect },
     client: {
       metadata: { client_name: 'model', redirect_uris: [redirect] },
@@ -181,6 +183,15 @@ function asmDocument(issuer: string, extra: Record<string, unknown> = {}): Recor
 
 /** Machine-to-machine grants usually issue no refresh token: a new token comes from the same grant. */
 const M2M_TOKEN_RESPONSE = { access_token: 'issued-m2m-access', token_type: 'Bearer', expires_in: 3600, scope: 'mcp:read' };
+/** RFC 8628 §3.2, with interval 0 so the executed paths poll without waiting. */
+const DEVICE_AUTHORIZATION = (world: World) => ({
+  device_code: 'model-device-code-0123456789',
+  user_code: 'WDJB-MJHT',
+  verification_uri: `${world.origin}/device`,
+  verification_uri_complete: `${world.origin}/device?user_code=WDJB-MJHT`,
+  expires_in: 600,
+  interval: 0,
+});
 const TOKEN_RESPONSE = { access_token: 'issued-access', token_type: 'Bearer', expires_in: 3600, refresh_token: 'issued-refresh', scope: 'mcp:read' };
 
 // ---------------------------------------------------------------- event cases per state
@@ -262,10 +273,34 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
           response(context, 200, asmDocument(issuer, { code_challenge_methods_supported: undefined })),
           // DESIGN policy 11: ES256 advertised turns DPoP on (proofs from the adapter, token_type DPoP accepted).
           response(context, 200, asmDocument(issuer, { dpop_signing_alg_values_supported: ['ES256'] })),
+          // RFC 8628 offered: only a session configured for device interaction uses it.
+          ...(kind === 'device' ? [response(context, 200, asmDocument(issuer, { device_authorization_endpoint: `${issuer}/device_authorization` }))] : []),
           response(context, 404, { error: 'not found' }),
           unreachable(context),
         ];
       }
+      case 'flow.authorize.requestingDeviceCode':
+        return [
+          response(context, 200, DEVICE_AUTHORIZATION(world)),
+          response(context, 200, { ...DEVICE_AUTHORIZATION(world), verification_uri: 'javascript:alert(1)' }),
+          response(context, 400, { error: 'unauthorized_client' }),
+          unreachable(context),
+        ];
+      case 'flow.authorize.awaitingDeviceApproval':
+        return [
+          { type: 'timeout', id: 'device.poll' },
+          { type: 'timeout', id: 'callback' },
+          { type: 'interaction.failed', error: flowError('flow', 'interaction.failed', 'the device authorization prompt could not be shown') },
+        ];
+      case 'flow.authorize.pollingDeviceToken':
+        return [
+          response(context, 200, TOKEN_RESPONSE),
+          response(context, 400, { error: 'authorization_pending' }),
+          response(context, 400, { error: 'access_denied' }),
+          unreachable(context),
+          // Not a transient failure: a token endpoint redirect is never followed and the wait ends.
+          { type: 'http.failed', id: context.pendingId ?? 'none', reason: 'redirect', message: 'token endpoint answered 307 with a redirect; not followed', at: NOW },
+        ];
       case 'flow.redirect': {
         if (isDynamic(kind)) return [{ type: 'redirect.ready', redirectUri: world.redirect }];
         // One session has one way to receive redirects: a path keeps the mode its first flow used.
@@ -337,11 +372,11 @@ export function serializeSnapshot(snapshot: Snapshot, event?: EngineEvent, previ
   else if (state.startsWith('flow.resource')) facts = [c.prmIndex, c.prmCandidates.length];
   else if (state.startsWith('flow.authServer')) facts = [c.asmIndex, c.asmCandidates.length, c.legacy];
   else if (state.startsWith('flow.scope') || state.startsWith('flow.redirect') || state.startsWith('flow.client')) {
-    facts = [c.redirectUri ?? null, c.asm?.registration_endpoint !== undefined, c.asm?.client_id_metadata_document_supported === true, c.client?.source ?? null, c.client?.issuer === c.issuer, c.asm?.authorization_endpoint];
+    facts = [c.redirectUri ?? null, c.asm?.registration_endpoint !== undefined, c.asm?.client_id_metadata_document_supported === true, c.client?.source ?? null, c.client?.issuer === c.issuer, c.asm?.authorization_endpoint, c.asm?.device_authorization_endpoint !== undefined];
   } else if (state.startsWith('flow.token')) {
     facts = [c.asm?.dpop_signing_alg_values_supported !== undefined];
   } else if (state.startsWith('flow.authorize')) {
-    facts = [c.asm?.authorization_response_iss_parameter_supported === true, c.transaction !== undefined, c.client?.source ?? null, c.asm?.authorization_endpoint];
+    facts = [c.asm?.authorization_response_iss_parameter_supported === true, c.transaction !== undefined, c.client?.source ?? null, c.asm?.authorization_endpoint, c.asm?.device_authorization_endpoint !== undefined, c.device !== undefined];
   }
   // Arriving by another event or from another state is another transition to cover.
   return JSON.stringify([state, facts, event ? eventSignature(event) : null, previous ? statePath(previous.value) : null]);
@@ -354,6 +389,10 @@ function eventSignature(event: EngineEvent): string {
       return `unauthorized:${event.status}:${event.authorizations >= 3}:${(event.refreshes ?? 0) > 0}:${event.tokenVersion}`;
     case 'http.response':
       return `http.response:${event.status}:${event.body.includes('"DPoP"')}`;
+    case 'http.failed':
+      return `http.failed:${event.reason}`;
+    case 'timeout':
+      return `timeout:${event.id}`;
     case 'store.loaded':
       return `store.loaded:${event.tokens !== undefined}`;
     default:

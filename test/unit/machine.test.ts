@@ -883,3 +883,131 @@ describe('persistence and determinism', () => {
     expect(JSON.stringify(c.effects)).toBe(JSON.stringify(a.effects));
   });
 });
+
+// ---------------------------------------------------------------- RFC 8628
+
+describe('device authorization (RFC 8628), the pure machine', () => {
+  const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+  const deviceAsm = asmDoc(ISSUER, { device_authorization_endpoint: `${ISSUER}/device_authorization` });
+  const deviceAnswer = { device_code: 'device-code-secret-0123', user_code: 'WDJB-MJHT', verification_uri: `${ISSUER}/device`, expires_in: 600, interval: 5 };
+
+  /** Cold start to the first poll's timer, with the device endpoint offered and device interaction configured. */
+  function toFirstPoll(extra: Partial<EngineConfig> = {}): Driver {
+    const driver = new Driver(config({ interaction: 'device', ...extra }));
+    driver.send({ type: 'store.loaded' });
+    const world = coldWorld();
+    world.routes[`GET ${asmUrl(ISSUER)}`] = { status: 200, body: deviceAsm };
+    world.routes[`POST ${ISSUER}/device_authorization`] = { status: 200, body: deviceAnswer };
+    driver.run(unauthorized(), world);
+    expect(driver.matches({ flow: { authorize: 'awaitingDeviceApproval' } } as never), stateOf(driver.snapshot)).toBe(true);
+    return driver;
+  }
+
+  const timers = (effects: EngineEffect[]) => effects.flatMap((e) => (e.type === 'timer.start' ? [e.delayMs] : []));
+
+  it('registers the device grant, requests a device code with resource and scope, prompts, then polls at the server interval', () => {
+    const driver = toFirstPoll();
+    const registration = JSON.parse(driver.requests().find((r) => r.url === `${ISSUER}/register`)!.body!) as { grant_types: string[] };
+    expect(registration.grant_types).toEqual(['authorization_code', 'refresh_token', DEVICE_GRANT]);
+    const deviceRequest = new URLSearchParams(driver.requests().find((r) => r.url === `${ISSUER}/device_authorization`)!.body);
+    expect(deviceRequest.get('client_id')).toBe('client-1');
+    expect(deviceRequest.get('resource')).toBe(SERVER);
+    expect(deviceRequest.get('scope')).toContain('mcp:read');
+    const prompt = driver.effects.find((e) => e.type === 'device.prompt');
+    expect(prompt).toEqual({ type: 'device.prompt', userCode: 'WDJB-MJHT', verificationUri: `${ISSUER}/device`, expiresAt: 1_000_000 + 600_000 });
+    expect(JSON.stringify(prompt)).not.toContain('device-code-secret');
+    expect(timers(driver.effects)).toEqual([5_000]);
+    expect(driver.effects.some((e) => e.type === 'browser.open')).toBe(false);
+  });
+
+  it('authorization_pending keeps the interval, slow_down adds 5 s for good, tokens end the wait', () => {
+    const driver = toFirstPoll();
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    const poll = new URLSearchParams(driver.lastRequest().body);
+    expect(poll.get('grant_type')).toBe(DEVICE_GRANT);
+    expect(poll.get('device_code')).toBe('device-code-secret-0123');
+    expect(poll.get('resource')).toBe(SERVER);
+    expect(timers(driver.respond(400, { error: 'authorization_pending' }))).toEqual([5_000]);
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    expect(timers(driver.respond(400, { error: 'slow_down' }))).toEqual([10_000]);
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    expect(timers(driver.respond(400, { error: 'authorization_pending' }))).toEqual([10_000]);
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    const done = driver.respond(200, TOKEN_RESPONSE);
+    expect(driver.matches({ ready: 'authorized' } as never)).toBe(true);
+    expect(types(done)).toEqual(['store.save tokens', 'store.save discovery', 'flow.done']);
+    expect(driver.snapshot.context.device).toBeUndefined();
+    expect(driver.snapshot.context.tokens?.resource).toBe(SERVER);
+  });
+
+  it('a poll answered after the device code lapsed ends with device.expired, not another poll', () => {
+    const driver = toFirstPoll();
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    driver.send({ type: 'http.response', id: driver.lastRequest().id, status: 400, headers: {}, body: '{"error":"authorization_pending"}', at: 1_000_000 + 600_000 });
+    failedWith(driver, 'device.expired');
+  });
+
+  it('access_denied and expired_token are final, typed; a timeout backs off (doubling), a redirect is final', () => {
+    for (const [error, code] of [['access_denied', 'token.access_denied'], ['expired_token', 'token.expired_token']] as const) {
+      const driver = toFirstPoll();
+      driver.send({ type: 'timeout', id: 'device.poll' });
+      driver.respond(400, { error });
+      failedWith(driver, code);
+    }
+    const driver = toFirstPoll();
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    const backOff = driver.send({ type: 'http.failed', id: driver.lastRequest().id, reason: 'timeout', message: 'no answer', at: 1_000_000 });
+    expect(timers(backOff)).toEqual([10_000]);
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    driver.send({ type: 'http.failed', id: driver.lastRequest().id, reason: 'redirect', message: 'not followed', at: 1_000_000 });
+    failedWith(driver, 'network.redirect');
+  });
+
+  it('a server interval of 0 is raised to the policy floor; without the device endpoint the browser flow runs', () => {
+    const driver = new Driver(config({ interaction: 'device' }));
+    driver.send({ type: 'store.loaded' });
+    const world = coldWorld();
+    world.routes[`GET ${asmUrl(ISSUER)}`] = { status: 200, body: deviceAsm };
+    world.routes[`POST ${ISSUER}/device_authorization`] = { status: 200, body: { ...deviceAnswer, interval: 0 } };
+    driver.run(unauthorized(), world);
+    expect(timers(driver.effects)).toEqual([DEFAULT_POLICY.minDevicePollIntervalMs]);
+
+    const browser = new Driver(config({ interaction: 'device' }));
+    browser.send({ type: 'store.loaded' });
+    browser.run(unauthorized(), coldWorld());
+    expect(browser.matches({ ready: 'authorized' } as never)).toBe(true);
+    expect(browser.effects.some((e) => e.type === 'browser.open')).toBe(true);
+    const registration = JSON.parse(browser.requests().find((r) => r.url === `${ISSUER}/register`)!.body!) as { grant_types: string[] };
+    expect(registration.grant_types).not.toContain(DEVICE_GRANT);
+  });
+
+  it('a stored dynamic client registered without the device grant is registered again', () => {
+    const stored: ClientRecord = { client_id: 'old-client', token_endpoint_auth_method: 'none', redirect_uris: [REDIRECT], issuer: ISSUER, source: 'dynamic' };
+    const driver = new Driver(config({ interaction: 'device' }));
+    driver.send({ type: 'store.loaded', client: { value: stored, generation: 1 } });
+    const world = coldWorld();
+    world.routes[`GET ${asmUrl(ISSUER)}`] = { status: 200, body: deviceAsm };
+    world.routes[`POST ${ISSUER}/device_authorization`] = { status: 200, body: deviceAnswer };
+    driver.run(unauthorized(), world);
+    expect(driver.requests().filter((r) => r.url === `${ISSUER}/register`)).toHaveLength(1);
+    expect(new URLSearchParams(driver.requests().find((r) => r.url === `${ISSUER}/device_authorization`)!.body).get('client_id')).toBe('client-1');
+  });
+
+  it('a hostile device answer (javascript: verification URI, escape sequences in the user code) fails before any prompt', () => {
+    for (const body of [
+      { ...deviceAnswer, verification_uri: 'javascript:alert(1)' },
+      { ...deviceAnswer, user_code: 'ABCD\u001b[2J' },
+      { ...deviceAnswer, verification_uri: `${ISSUER}/device\u0007` },
+      { ...deviceAnswer, expires_in: -1 },
+    ]) {
+      const driver = new Driver(config({ interaction: 'device' }));
+      driver.send({ type: 'store.loaded' });
+      const world = coldWorld();
+      world.routes[`GET ${asmUrl(ISSUER)}`] = { status: 200, body: deviceAsm };
+      world.routes[`POST ${ISSUER}/device_authorization`] = { status: 200, body };
+      driver.run(unauthorized(), world);
+      failedWith(driver, 'device.invalid_response');
+      expect(driver.effects.some((e) => e.type === 'device.prompt' || e.type === 'timer.start')).toBe(false);
+    }
+  });
+});

@@ -25,7 +25,7 @@ export interface GrantClient {
 }
 
 /** Client authentication for a grant request; `private_key_jwt` is marked for the adapter to sign. */
-function grantRequest(id: string, endpoint: string, client: GrantClient, audience: string, params: Record<string, string | undefined>): HttpRequest {
+function grantRequest(id: string, endpoint: string, client: GrantClient, audience: string, params: Record<string, string | undefined>, signingAlgValuesSupported?: string[]): HttpRequest {
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
   const auth: Record<string, string | undefined> = {};
   let clientAuth: HttpRequest['clientAuth'];
@@ -38,7 +38,9 @@ function grantRequest(id: string, endpoint: string, client: GrantClient, audienc
       auth.client_secret = client.clientSecret;
       break;
     case 'private_key_jwt':
-      if (client.clientId !== undefined) clientAuth = { method: 'private_key_jwt', clientId: client.clientId, audience };
+      if (client.clientId !== undefined) {
+        clientAuth = { method: 'private_key_jwt', clientId: client.clientId, audience, ...(signingAlgValuesSupported === undefined ? {} : { signingAlgValuesSupported: [...signingAlgValuesSupported] }) };
+      }
       break;
     default:
       auth.client_id = client.clientId;
@@ -61,14 +63,19 @@ export interface ClientCredentialsInputs {
   client: GrantClient;
   resource: string;
   scope?: string;
+  /** The AS's `token_endpoint_auth_signing_alg_values_supported`, passed to the adapter with a `private_key_jwt` mark (C77). */
+  signingAlgValuesSupported?: string[];
 }
 
 export function buildClientCredentialsRequest(id: string, inputs: ClientCredentialsInputs): HttpRequest {
-  return grantRequest(id, inputs.tokenEndpoint, inputs.client, inputs.issuer, {
-    grant_type: 'client_credentials',
-    resource: inputs.resource,
-    scope: inputs.scope,
-  });
+  return grantRequest(
+    id,
+    inputs.tokenEndpoint,
+    inputs.client,
+    inputs.issuer,
+    { grant_type: 'client_credentials', resource: inputs.resource, scope: inputs.scope },
+    inputs.signingAlgValuesSupported,
+  );
 }
 
 export interface JwtBearerInputs extends ClientCredentialsInputs {
@@ -82,7 +89,7 @@ export function buildJwtBearerRequest(id: string, inputs: JwtBearerInputs): Http
     ...(inputs.assertion === undefined ? {} : { assertion: inputs.assertion }),
     resource: inputs.resource,
     scope: inputs.scope,
-  });
+  }, inputs.signingAlgValuesSupported);
   return inputs.assertion === undefined
     ? { ...request, assertion: { param: 'assertion', source: 'jwt_bearer', audience: inputs.issuer, resource: inputs.resource } }
     : request;

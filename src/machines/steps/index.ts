@@ -5,3 +5,4 @@ export * from './scope.js';
 export * from './token.js';
 export * from './revocation.js';
 export * from './grants.js';
+export * from './device.js';

@@ -8,6 +8,8 @@ import { addsScope, unionScopes } from './scope.js';
 
 type AuthMethod = ClientRecord['token_endpoint_auth_method'];
 
+export const DEFAULT_GRANT_TYPES: readonly string[] = ['authorization_code', 'refresh_token'];
+
 /** Configured method first; else a public client when the server allows it (PKCE protects the code). */
 export function chooseTokenEndpointAuthMethod(configured: AuthMethod | undefined, supported: string[] | undefined): AuthMethod {
   if (configured) return configured;
@@ -29,6 +31,8 @@ export interface RegistrationInputs {
   redirectUri: string;
   scope?: string;
   authMethod: AuthMethod;
+  /** RFC 7591 `grant_types` when the application configured none (the device grant joins when used). */
+  grantTypes?: readonly string[];
 }
 
 export function buildRegistrationRequest(id: string, inputs: RegistrationInputs): HttpRequest {
@@ -39,7 +43,7 @@ export function buildRegistrationRequest(id: string, inputs: RegistrationInputs)
     ...inputs.metadata,
     redirect_uris: [inputs.redirectUri],
     application_type: inputs.metadata.application_type ?? applicationTypeFor(inputs.redirectUri),
-    grant_types: inputs.metadata.grant_types ?? ['authorization_code', 'refresh_token'],
+    grant_types: inputs.metadata.grant_types ?? inputs.grantTypes ?? DEFAULT_GRANT_TYPES,
     response_types: inputs.metadata.response_types ?? ['code'],
     token_endpoint_auth_method: inputs.authMethod,
     ...(scope === undefined ? {} : { scope }),
@@ -61,7 +65,7 @@ function rejected(code: string, message: string, extra?: Partial<FlowErrorData>)
 /** A registration the client could not use is refused before anything is stored. */
 export function processRegistrationResponse(
   response: HttpResponseData,
-  inputs: { issuer: string; redirectUri: string; requestedMethod: AuthMethod },
+  inputs: { issuer: string; redirectUri: string; requestedMethod: AuthMethod; requestedGrantTypes?: string[] },
 ): Result<ClientRecord, FlowErrorData> {
   const json = parseJsonObject(response.body);
   if (response.status !== 200 && response.status !== 201) {
@@ -105,6 +109,8 @@ export function processRegistrationResponse(
     issuer: inputs.issuer,
     source: 'dynamic',
     ...(registeredScope === undefined ? {} : { scope: registeredScope }),
+    // RFC 7591 §3.2.1: the server answers with what it registered; without an answer, what was asked.
+    ...((info.grant_types ?? inputs.requestedGrantTypes) === undefined ? {} : { grant_types: info.grant_types ?? inputs.requestedGrantTypes }),
   });
 }
 
@@ -125,9 +131,18 @@ export function safeCode(value: string): string {
  * A usable stored identity: bound to this issuer, secret unexpired, listening on our redirect URI,
  * and (for a dynamic client that registered a scope) registered for the scope about to be asked.
  */
-export function clientUsable(client: ClientRecord | undefined, issuer: string, redirectUri: string | undefined, nowMs: number, scope?: string): boolean {
+export function clientUsable(
+  client: ClientRecord | undefined,
+  issuer: string,
+  redirectUri: string | undefined,
+  nowMs: number,
+  scope?: string,
+  grantType?: string,
+): boolean {
   if (!client || client.issuer !== issuer) return false;
   if (client.client_secret_expires_at && client.client_secret_expires_at * 1000 <= nowMs) return false;
   if (client.source === 'dynamic' && client.scope !== undefined && addsScope(scope, client.scope)) return false;
+  // A dynamic client registered before without this grant is registered again (older records name none: the defaults).
+  if (grantType !== undefined && client.source === 'dynamic' && !(client.grant_types ?? DEFAULT_GRANT_TYPES).includes(grantType)) return false;
   return redirectUri === undefined || client.redirect_uris.includes(redirectUri);
 }
