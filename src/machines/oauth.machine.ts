@@ -116,10 +116,15 @@ export const oauthMachine = setup({
   actions: {
     loadRecords: assign(({ context, event }) => {
       if (event.type !== 'store.loaded') return {};
+      // Tokens without the client or discovery record they came with: a store that evicts keys
+      // (Redis under maxmemory) lost those; the ones held for the same issuer still describe them.
+      const issuer = event.tokens?.value.issuer;
+      const keptClient = event.client === undefined && issuer !== undefined && context.client?.issuer === issuer ? context.client : undefined;
+      const keptDiscovery = event.discovery === undefined && issuer !== undefined && context.discovery?.issuer === issuer ? context.discovery : undefined;
       return {
         tokens: event.tokens?.value,
-        client: event.client?.value,
-        discovery: event.discovery?.value,
+        client: event.client?.value ?? keptClient,
+        discovery: event.discovery?.value ?? keptDiscovery,
         tokenVersion: context.tokenVersion + 1,
         generations: {
           tokens: event.tokens?.generation ?? 0,
@@ -868,59 +873,17 @@ export const oauthMachine = setup({
           states: {
             exchanging: {
               entry: 'requestCodeExchange',
-              on: {
-                'http.response': [
-                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeIssuedTokens', 'announceDone'] },
-                  {
-                    guard: 'isPending',
-                    target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
-                  },
-                ],
-                'http.failed': {
-                  guard: 'isPending',
-                  target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
-                },
-              },
+              on: tokenEndpointAnswer('storeIssuedTokens'),
             },
             // RFC 6749 §4.4: client credentials (secret, Basic or post, or private_key_jwt signed by the adapter).
             clientCredentials: {
               entry: 'requestGrantToken',
-              on: {
-                'http.response': [
-                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeGrantTokens', 'announceDone'] },
-                  {
-                    guard: 'isPending',
-                    target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
-                  },
-                ],
-                'http.failed': {
-                  guard: 'isPending',
-                  target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
-                },
-              },
+              on: tokenEndpointAnswer('storeGrantTokens'),
             },
             // RFC 7523 §2.1: the assertion is the ID-JAG, or the application's (workload identity); an error is final.
             jwtBearer: {
               entry: 'requestGrantToken',
-              on: {
-                'http.response': [
-                  { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeGrantTokens', 'announceDone'] },
-                  {
-                    guard: 'isPending',
-                    target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ context, event }) => ({ error: exchangeFailure(context, event) }) },
-                  },
-                ],
-                'http.failed': {
-                  guard: 'isPending',
-                  target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: logic.networkError('token', event) }) },
-                },
-              },
+              on: tokenEndpointAnswer('storeGrantTokens'),
             },
             // SEP-990 / RFC 8693 at the enterprise IdP: ID token → ID-JAG for this authorization server and resource.
             tokenExchange: {
@@ -969,6 +932,25 @@ export const oauthMachine = setup({
     },
   },
 });
+
+/** A token endpoint's answer to a grant request: the tokens stored and the flow done, or the typed failure. */
+function tokenEndpointAnswer(store: 'storeIssuedTokens' | 'storeGrantTokens') {
+  return {
+    'http.response': [
+      { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: [store, 'announceDone'] },
+      {
+        guard: 'isPending',
+        target: '#oauth.failed',
+        actions: { type: 'fail', params: ({ context, event }: { context: EngineContext; event: EngineEvent }) => ({ error: exchangeFailure(context, event) }) },
+      },
+    ],
+    'http.failed': {
+      guard: 'isPending',
+      target: '#oauth.failed',
+      actions: { type: 'fail', params: ({ event }: { event: EngineEvent }) => ({ error: logic.networkError('token', event) }) },
+    },
+  } as const;
+}
 
 function unknownError(): FlowErrorData {
   return flowError('flow', 'flow.internal', 'an internal invariant failed');

@@ -1011,3 +1011,29 @@ describe('device authorization (RFC 8628), the pure machine', () => {
     }
   });
 });
+
+describe('records adopted from the store', () => {
+  it('newer tokens without their client or discovery record (evicted) keep the ones held for the same issuer, at generation 0', () => {
+    const driver = loaded();
+    const newer = { ...EXPIRED_TOKENS, access_token: 'sibling-access', refresh_token: 'sibling-refresh' };
+    driver.send({ type: 'store.loaded', tokens: { value: newer, generation: 8 } });
+    expect(driver.snapshot.context.tokens?.access_token).toBe('sibling-access');
+    expect(driver.snapshot.context.client?.client_id).toBe('client-1');
+    expect(driver.snapshot.context.discovery?.token_endpoint).toBe(`${ISSUER}/token`);
+    expect(driver.snapshot.context.generations).toEqual({ tokens: 8, client: 0, discovery: 0 });
+    // A refresh can still run: it needs the client and the token endpoint.
+    driver.send({ type: 'token.check', at: 3_600_000 });
+    expect(driver.lastRequest().url).toBe(`${ISSUER}/token`);
+  });
+
+  it('tokens from another issuer, or no tokens at all, drop what was held', () => {
+    const driver = loaded();
+    driver.send({ type: 'store.loaded', tokens: { value: { ...EXPIRED_TOKENS, issuer: ISSUER_B }, generation: 8 } });
+    expect(driver.snapshot.context.client).toBeUndefined();
+    expect(driver.snapshot.context.discovery).toBeUndefined();
+    const signedOut = loaded();
+    signedOut.send({ type: 'store.loaded' });
+    expect(signedOut.snapshot.context.client).toBeUndefined();
+    expect(signedOut.snapshot.context.tokens).toBeUndefined();
+  });
+});

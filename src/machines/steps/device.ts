@@ -9,7 +9,7 @@ import { DeviceAuthorizationResponseSchema, OAuthErrorBodySchema } from '../sche
 import type { ClientRecord } from '../store.js';
 import { isAllowedOAuthUrl, splitUrl } from '../urls.js';
 import { safeCode } from './registration.js';
-import { clientAuthentication } from './token.js';
+import { clientAuthenticatedPost } from './token.js';
 
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -34,19 +34,7 @@ export interface DeviceAuthorizationInputs {
 }
 
 export function buildDeviceAuthorizationRequest(id: string, inputs: DeviceAuthorizationInputs): HttpRequest {
-  const auth = clientAuthentication(inputs.client);
-  const form = new URLSearchParams();
-  for (const [name, value] of Object.entries({ ...auth.params, scope: inputs.scope, resource: inputs.resource })) {
-    if (value !== undefined) form.set(name, value);
-  }
-  return {
-    id,
-    step: 'device_authorization',
-    method: 'POST',
-    url: inputs.endpoint,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', ...auth.headers },
-    body: form.toString(),
-  };
+  return clientAuthenticatedPost(id, 'device_authorization', inputs.endpoint, inputs.client, { scope: inputs.scope, resource: inputs.resource });
 }
 
 /** What the person is shown; the device code itself stays in the machine. */
@@ -128,19 +116,11 @@ export interface DeviceTokenInputs {
 }
 
 export function buildDeviceTokenRequest(id: string, inputs: DeviceTokenInputs): HttpRequest {
-  const auth = clientAuthentication(inputs.client);
-  const form = new URLSearchParams();
-  for (const [name, value] of Object.entries({ grant_type: DEVICE_CODE_GRANT, device_code: inputs.deviceCode, resource: inputs.resource, ...auth.params })) {
-    if (value !== undefined) form.set(name, value);
-  }
-  return {
-    id,
-    step: 'token',
-    method: 'POST',
-    url: inputs.tokenEndpoint,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', ...auth.headers },
-    body: form.toString(),
-  };
+  return clientAuthenticatedPost(id, 'token', inputs.tokenEndpoint, inputs.client, {
+    grant_type: DEVICE_CODE_GRANT,
+    device_code: inputs.deviceCode,
+    resource: inputs.resource,
+  });
 }
 
 /** RFC 8628 §3.5: the two answers that mean "ask again later". */

@@ -1,9 +1,9 @@
 /** Token revocation (RFC 7009): the request builder and the response processor. */
 import { flowError, quoteUntrusted, type FlowErrorData } from '../errors.js';
-import { formEncode, parseJsonObject, type HttpRequest, type HttpResponseData } from '../http.js';
+import { parseJsonObject, type HttpRequest, type HttpResponseData } from '../http.js';
 import { OAuthErrorBodySchema } from '../schemas.js';
 import type { ClientRecord, TokenRecord } from '../store.js';
-import { clientAuthentication } from './token.js';
+import { clientAuthenticatedPost } from './token.js';
 
 export interface RevocationInputs {
   revocationEndpoint: string;
@@ -17,20 +17,11 @@ export interface RevocationInputs {
  * endpoint; a public client sends its `client_id`.
  */
 export function buildRevocationRequest(id: string, inputs: RevocationInputs): HttpRequest {
-  const auth = clientAuthentication(inputs.client);
   const refresh = inputs.tokens.refresh_token;
-  return {
-    id,
-    step: 'revocation',
-    method: 'POST',
-    url: inputs.revocationEndpoint,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', ...auth.headers },
-    body: formEncode({
-      token: refresh ?? inputs.tokens.access_token,
-      token_type_hint: refresh === undefined ? 'access_token' : 'refresh_token',
-      ...auth.params,
-    }),
-  };
+  return clientAuthenticatedPost(id, 'revocation', inputs.revocationEndpoint, inputs.client, {
+    token: refresh ?? inputs.tokens.access_token,
+    token_type_hint: refresh === undefined ? 'access_token' : 'refresh_token',
+  });
 }
 
 /** RFC 7009 §2.2: 200 means revoked (an unknown or already invalid token included); anything else is a refusal. */

@@ -19,7 +19,8 @@ export function clientAuthentication(client: ClientAuth): { headers: Record<stri
   }
 }
 
-function tokenRequest(id: string, step: 'token' | 'refresh', endpoint: string, client: ClientAuth, params: Record<string, string | undefined>): HttpRequest {
+/** A form POST to an endpoint where the client authenticates as at the token endpoint (token, revocation, device authorization). */
+export function clientAuthenticatedPost(id: string, step: HttpRequest['step'], endpoint: string, client: ClientAuth, params: Record<string, string | undefined>): HttpRequest {
   const auth = clientAuthentication(client);
   return {
     id,
@@ -42,7 +43,7 @@ export interface CodeExchangeInputs {
 }
 
 export function buildCodeExchangeRequest(id: string, inputs: CodeExchangeInputs): HttpRequest {
-  return tokenRequest(id, 'token', inputs.tokenEndpoint, inputs.client, {
+  return clientAuthenticatedPost(id, 'token', inputs.tokenEndpoint, inputs.client, {
     grant_type: 'authorization_code',
     code: inputs.code,
     redirect_uri: inputs.redirectUri,
@@ -59,7 +60,7 @@ export interface RefreshInputs {
 }
 
 export function buildRefreshRequest(id: string, inputs: RefreshInputs): HttpRequest {
-  return tokenRequest(id, 'refresh', inputs.tokenEndpoint, inputs.client, {
+  return clientAuthenticatedPost(id, 'refresh', inputs.tokenEndpoint, inputs.client, {
     grant_type: 'refresh_token',
     refresh_token: inputs.refreshToken,
     resource: inputs.resource,
