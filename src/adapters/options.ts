@@ -4,6 +4,8 @@
  */
 import type { Dispatcher } from 'undici';
 import * as z from 'zod';
+// src/machines' schemas are zod/mini (no `.partial()` method); the core is shared, so they nest in classic schemas.
+import { partial } from 'zod/mini';
 import { OAuthConfigError } from '../machines/errors.js';
 import type { EngineConfig, EnginePolicy, GrantConfig, PreregisteredClient } from '../machines/oauth.types.js';
 import { DEFAULT_POLICY } from '../machines/policy.js';
@@ -191,7 +193,7 @@ const OptionsSchema = z.object({
   scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/).optional(),
   client: z
     .object({
-      metadata: ClientMetadataSchema.partial().optional(),
+      metadata: z.optional(partial(ClientMetadataSchema)),
       metadataUrl: z.string().optional(),
       preregistered: z
         .object({
