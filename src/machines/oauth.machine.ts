@@ -34,6 +34,12 @@ function initialContext(input: EngineInput): EngineContext {
   };
 }
 
+/** A metadata document's answer, or the failure to get one, is judged in `validating` (candidates may follow). */
+const metadataAnswer = {
+  'http.response': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+  'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
+} as const;
+
 function problemOf(outcome: { ok: boolean; error?: { fatal: boolean; error: FlowErrorData } }): FlowErrorData | undefined {
   return outcome.ok ? undefined : outcome.error?.error;
 }
@@ -619,10 +625,7 @@ export const oauthMachine = setup({
           states: {
             discovering: {
               entry: 'requestResourceMetadata',
-              on: {
-                'http.response': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
-                'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
-              },
+              on: metadataAnswer,
             },
             validating: {
               always: [
@@ -652,10 +655,7 @@ export const oauthMachine = setup({
             },
             discovering: {
               entry: 'requestAuthorizationServerMetadata',
-              on: {
-                'http.response': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
-                'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
-              },
+              on: metadataAnswer,
             },
             validating: {
               always: [
