@@ -98,16 +98,30 @@ function acquireLease(locks: LockManager, storage: WebStorage, name: string, opt
   return new Promise<Lease>((resolve, reject) => {
     locks
       .request(name, { mode: 'exclusive', signal }, () => {
-        let release!: () => void;
-        const held = new Promise<void>((done) => (release = done));
+        let free!: () => void;
+        const held = new Promise<void>((done) => (free = done));
+        let over = false;
+        const release = () => {
+          over = true;
+          free();
+        };
         const fencingToken = nextFencingToken(storage, `${name}:fence`);
         // A holder that never releases (a hung flow) lets go after its time-to-live.
-        const lapse = setTimeout(release, options.ttlMs);
+        let lapse = setTimeout(release, options.ttlMs);
         resolve({
           fencingToken,
           async release() {
             clearTimeout(lapse);
             release();
+          },
+          async renew(ttlMs: number) {
+            if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
+              throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'lease renew needs a finite ttlMs > 0' });
+            }
+            if (over) return false;
+            clearTimeout(lapse);
+            lapse = setTimeout(release, ttlMs);
+            return true;
           },
         });
         return held;

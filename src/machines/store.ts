@@ -90,6 +90,16 @@ export type WriteResult<T> =
 export interface Lease {
   /** Monotonic fencing token: a later holder always has a larger one. */
   readonly fencingToken: number;
+  /**
+   * Heartbeat: extends the lease to `ttlMs` from now, if this holder still holds it (same owner,
+   * same fencing token), so a holder can take a short ttl and renew it while it works, and a
+   * holder that dies is outwaited after one short ttl instead of a long one. Resolves `false`,
+   * touching nothing, when the lease already lapsed (whether or not another holder took it since)
+   * or was released: a holder that sees `false` no longer holds the lease and must stop. The
+   * fencing token never changes. Takes at most one store call, never a wait for the lease.
+   * A `ttlMs` that is not a finite number > 0 fails with `store.invalid_argument`.
+   */
+  renew(ttlMs: number): Promise<boolean>;
   release(): Promise<void>;
 }
 

@@ -231,6 +231,59 @@ async function callEcho(page: Page, text: string): Promise<string> {
 }
 
 describeInChromium('browser (Chromium)', () => {
+  it('the Web Locks lease renews while held, lapses after its ttl, and answers false once released', async () => {
+    const { build } = await import('esbuild');
+    const bundled = await build({
+      stdin: { contents: `export { createWebStorageStore } from './src/browser/webStorageStore.ts';`, resolveDir: projectRoot, loader: 'ts' },
+      bundle: true,
+      format: 'iife',
+      globalName: 'webStore',
+      platform: 'browser',
+      write: false,
+    });
+    const web = await startWebExample({ distDir });
+    onCleanup(() => web.close());
+    const browser = await launch();
+    const page = await newPage(browser);
+    await page.goto(`${web.origin}/`);
+    // Evaluated through the DevTools protocol: the page's CSP allows no inline script tag.
+    await page.evaluate(`${bundled.outputFiles[0]!.text}; globalThis.webStore = webStore;`);
+    const result = await page.evaluate(async () => {
+      const { createWebStorageStore: create } = (globalThis as unknown as { webStore: { createWebStorageStore: typeof createWebStorageStore } }).webStore;
+      const store = create({ storage: window.sessionStorage, locks: navigator.locks });
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      const lease = await store.lease!('k', { ttlMs: 200, waitMs: 1_000 });
+      const renewals: boolean[] = [];
+      // Renewed every 50 ms for 600 ms: a waiter with 300 ms to wait never gets it.
+      const waiter = store.lease!('k', { ttlMs: 1_000, waitMs: 300 }).then(
+        () => 'granted',
+        (error: { code?: string }) => error.code,
+      );
+      for (let i = 0; i < 12; i++) {
+        await sleep(50);
+        renewals.push(await lease.renew(200));
+      }
+      const whileRenewed = await waiter;
+      // No renewal: the ttl frees it for the next holder.
+      const next = store.lease!('k', { ttlMs: 1_000, waitMs: 2_000 });
+      const taken = await next;
+      const lapsedRenew = await lease.renew(200);
+      await taken.release();
+      const releasedRenew = await taken.renew(200);
+      const badTtl = await taken.renew(0).then(
+        () => 'accepted',
+        (error: { code?: string }) => error.code,
+      );
+      return { renewals, whileRenewed, lapsedRenew, releasedRenew, badTtl, fences: [lease.fencingToken, taken.fencingToken] };
+    });
+    expect(result.renewals).toEqual(Array(12).fill(true));
+    expect(result.whileRenewed).toBe('store.lease_timeout');
+    expect(result.lapsedRenew).toBe(false);
+    expect(result.releasedRenew).toBe(false);
+    expect(result.badTtl).toBe('store.invalid_argument');
+    expect(result.fences[1]).toBeGreaterThan(result.fences[0]!);
+  });
+
   it(
     'signs in through a full-page redirect, finishes on the callback route, lists and calls tools',
     async () => {

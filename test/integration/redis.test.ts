@@ -482,6 +482,84 @@ describe.skipIf(redisSkipReason !== undefined)('Redis store: connection and reco
   });
 });
 
+describe.skipIf(redisSkipReason !== undefined)('Redis store: lease renewal', () => {
+  const leaseKey = (key: string) => `mcp-oauth:{${hashKey(key)}}:lease`;
+
+  it('renew is compare-and-extend: it moves the PTTL of its own lease only, never revives or touches a successor', async () => {
+    const redis = await startRedisServer();
+    onCleanup(() => redis.close());
+    // Two stores, two sets of connections: two processes as far as Redis can tell.
+    const first = createRedisStore({ url: redis.url });
+    const second = createRedisStore({ url: redis.url });
+    onCleanup(() => first.close());
+    onCleanup(() => second.close());
+    const inspect = inspector(redis.url);
+    await deadline(inspect.connect(), 5_000, 'inspection connect');
+    onCleanup(() => inspect.destroy());
+
+    const held = await first.lease('k', { ttlMs: 300, waitMs: 0 });
+    const owner = await inspect.get(leaseKey('k'));
+    expect(await held.renew(60_000)).toBe(true);
+    expect(await inspect.pTTL(leaseKey('k'))).toBeGreaterThan(30_000);
+    expect(await inspect.get(leaseKey('k'))).toBe(owner);
+    expect(await held.renew(300)).toBe(true);
+    expect(await inspect.pTTL(leaseKey('k'))).toBeLessThanOrEqual(300);
+
+    // Lapsed: Redis expired the key, and a late renew does not bring it back.
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect(await held.renew(60_000)).toBe(false);
+    expect(await inspect.exists(leaseKey('k'))).toBe(0);
+
+    const successor = await second.lease('k', { ttlMs: 60_000, waitMs: 0 });
+    expect(successor.fencingToken).toBeGreaterThan(held.fencingToken);
+    const successorOwner = await inspect.get(leaseKey('k'));
+    expect(successorOwner).not.toBe(owner);
+    expect(await held.renew(50)).toBe(false);
+    expect(await inspect.get(leaseKey('k'))).toBe(successorOwner);
+    expect(await inspect.pTTL(leaseKey('k'))).toBeGreaterThan(50_000);
+    await successor.release();
+    expect(await successor.renew(60_000)).toBe(false);
+    expect(await inspect.exists(leaseKey('k'))).toBe(0);
+  });
+
+  it('a crashed holder on a heartbeat is outwaited after one short ttl; waiters re-check on every wake meanwhile', async () => {
+    const redis = await startRedisServer();
+    onCleanup(() => redis.close());
+    const holderStore = createRedisStore({ url: redis.url });
+    const waiterStore = createRedisStore({ url: redis.url });
+    onCleanup(() => holderStore.close());
+    onCleanup(() => waiterStore.close());
+
+    const TTL = 300;
+    const held = await holderStore.lease('k', { ttlMs: TTL, waitMs: 0 });
+    let granted = false;
+    let grantedAt = 0;
+    const waiting = waiterStore.lease('k', { ttlMs: 10_000, waitMs: 10_000 }).then((lease) => {
+      granted = true;
+      grantedAt = Date.now();
+      return lease;
+    });
+    // Three ttls of heartbeats: the waiter's expiry timer fires at each old expiry, finds the
+    // lease renewed, and must go back to sleep rather than take it.
+    const started = Date.now();
+    let lastRenewStartedAt = 0;
+    while (Date.now() - started < 3 * TTL) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      lastRenewStartedAt = Date.now();
+      expect(await held.renew(TTL)).toBe(true);
+      expect(granted).toBe(false);
+    }
+    // The holder dies: no release, no publish, no more renewals.
+    await holderStore.close();
+    const next = await deadline(waiting, 5_000, 'the takeover');
+    expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
+    // Not before the last renewed expiry, and promptly after it (the wait allowed 10 s).
+    expect(grantedAt - lastRenewStartedAt).toBeGreaterThanOrEqual(TTL - 20);
+    expect(grantedAt - lastRenewStartedAt).toBeLessThan(TTL + 1_000);
+    await next.release();
+  });
+});
+
 if (redisSkipReason !== undefined) {
   describe.skip(`Redis store (${redisSkipReason})`, () => {
     it('needs redis-server', () => undefined);

@@ -294,6 +294,87 @@ describe.each(factories)('$name store: contract', ({ make }) => {
     await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 50 }), 'store.lease_timeout');
     await successor.release();
   });
+
+  it('renew: a short ttl renewed as a heartbeat is never taken by a waiter; release hands it on promptly', async () => {
+    const lease = leaseOf(store);
+    await store.set(KEY, 'tokens', tokens(1), { ifGeneration: 0 });
+    const held = await lease(KEY, { ttlMs: 200, waitMs: 0 });
+    const token = held.fencingToken;
+    const renewals: boolean[] = [];
+    const started = Date.now();
+    const heartbeat = (async () => {
+      while (Date.now() - started < 600) {
+        await delay(50);
+        renewals.push(await held.renew(200));
+      }
+    })();
+    // Both waits cross the original ttl (and the second one several renewed ones).
+    await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 300 }), 'store.lease_timeout');
+    await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 250 }), 'store.lease_timeout');
+    await heartbeat;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+    expect(renewals.length).toBeGreaterThanOrEqual(4);
+    expect(renewals.every(Boolean)).toBe(true);
+    // The fencing token did not move: the holder's fenced write still goes through.
+    expect(held.fencingToken).toBe(token);
+    expect(await store.set(KEY, 'tokens', tokens(2), { ifGeneration: 1, fencingToken: token })).toEqual({ ok: true, generation: 2 });
+
+    // A renewal may also lengthen the lease; then only the release can let the waiter in early.
+    expect(await held.renew(10_000)).toBe(true);
+    const waiter = track(lease(KEY, { ttlMs: 10_000, waitMs: 5_000 }));
+    await delay(300);
+    expect(waiter.settled()).toBe(false);
+    const releasedAt = Date.now();
+    await held.release();
+    const next = await waiter.promise;
+    expect(Date.now() - releasedAt).toBeLessThan(1_500);
+    expect(next.fencingToken).toBeGreaterThan(token);
+    await next.release();
+  });
+
+  it("renew: a lapsed holder gets false and leaves its successor's lease untouched", async () => {
+    const lease = leaseOf(store);
+    const lapsed = await lease(KEY, { ttlMs: 100, waitMs: 0 });
+    const token = lapsed.fencingToken;
+    const successor = await lease(KEY, { ttlMs: 10_000, waitMs: 5_000 });
+    // A short ttl: had it shortened the successor's lease, the third waiter below would get it.
+    expect(await lapsed.renew(50)).toBe(false);
+    expect(lapsed.fencingToken).toBe(token);
+    await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 300 }), 'store.lease_timeout');
+    expect(await successor.renew(10_000)).toBe(true);
+    await successor.release();
+
+    // Lapsed with nobody taking over: it cannot be brought back either.
+    const alone = await lease(KEY, { ttlMs: 100, waitMs: 0 });
+    await delay(250);
+    expect(await alone.renew(10_000)).toBe(false);
+    const fresh = await lease(KEY, { ttlMs: 10_000, waitMs: 0 });
+    expect(fresh.fencingToken).toBeGreaterThan(alone.fencingToken);
+    await fresh.release();
+  });
+
+  it('renew after release is false and does not bring the lease back', async () => {
+    const lease = leaseOf(store);
+    const first = await lease(KEY, { ttlMs: 10_000, waitMs: 0 });
+    await first.release();
+    expect(await first.renew(10_000)).toBe(false);
+    // Nothing was re-taken: a new holder gets it at once, and the old holder still cannot renew.
+    const second = await lease(KEY, { ttlMs: 10_000, waitMs: 0 });
+    expect(await first.renew(50)).toBe(false);
+    await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 200 }), 'store.lease_timeout');
+    await second.release();
+  });
+
+  it('renew rejects a bad ttlMs with store.invalid_argument and leaves the lease as it was', async () => {
+    const lease = leaseOf(store);
+    const held = await lease(KEY, { ttlMs: 10_000, waitMs: 0 });
+    for (const ttlMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, '1000' as unknown as number, undefined as unknown as number]) {
+      await expectStoreError(held.renew(ttlMs), 'store.invalid_argument');
+    }
+    await expectStoreError(lease(KEY, { ttlMs: 10_000, waitMs: 100 }), 'store.lease_timeout');
+    expect(await held.renew(10_000)).toBe(true);
+    await held.release();
+  });
 });
 
 describe('memory store', () => {

@@ -40,8 +40,19 @@ export function checkCondition(condition: WriteCondition | undefined): void {
   }
 }
 
+function isTtl(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value > 0;
+}
+
+/** `Lease.renew(ttlMs)`: the same rule as a lease's own ttl, checked before any store call. */
+export function checkRenewTtl(ttlMs: unknown): void {
+  if (!isTtl(ttlMs)) {
+    throw new OAuthStoreError({ code: 'store.invalid_argument', message: 'lease renew needs a finite ttlMs > 0' });
+  }
+}
+
 export function checkLeaseOptions(options: LeaseOptions | undefined): void {
-  const ttlOk = typeof options?.ttlMs === 'number' && Number.isFinite(options.ttlMs) && options.ttlMs > 0;
+  const ttlOk = isTtl(options?.ttlMs);
   const waitOk = typeof options?.waitMs === 'number' && Number.isFinite(options.waitMs) && options.waitMs >= 0;
   if (!ttlOk || !waitOk) {
     throw new OAuthStoreError({

@@ -8,7 +8,7 @@
  *   h.<kind>.json      the record: { key, kind, generation, value }
  *   h.counters.json    last generation per kind and last fencing token, kept across deletes
  *   h.lock             short write lock around every read-compare-write
- *   h.lease            the optional long lease of the contract
+ *   h.lease            the optional lease of the contract: holder, expiry (a renewal rewrites it), token
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
@@ -27,7 +27,7 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
-import { KINDS, abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, isGeneration, leaseTimeoutError } from './contract.js';
+import { KINDS, abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, checkRenewTtl, isGeneration, leaseTimeoutError } from './contract.js';
 
 const APP_DIRECTORY = 'mcp-oauth';
 
@@ -251,9 +251,29 @@ export function createFileStore(options: { directory?: string } = {}): Credentia
 
   function makeLease(key: string, leaseFile: string, nonce: string, fencingToken: number): Lease {
     let released: Promise<void> | undefined;
+    let releaseCalled = false;
     return {
       fencingToken,
+      async renew(ttlMs: number): Promise<boolean> {
+        checkRenewTtl(ttlMs);
+        if (releaseCalled) return false;
+        // Under the write lock, like a grant or a release: a waiter judges staleness and replaces
+        // the file only under it, so it sees either the old expiry or the new one, never a gap.
+        return withWriteLock(key, Date.now() + LOCK_WAIT_MS, async () => {
+          if (releaseCalled) return false;
+          const raw = await readText(leaseFile);
+          if (raw === undefined) return false;
+          const holder = parseLeaseHolder(raw);
+          if (holder?.nonce !== nonce || holder.fencingToken !== fencingToken) return false;
+          // Lapsed by the rules a waiter applies: a waiter may break it at any moment, so it is not ours to extend.
+          if (await isLeaseStale(leaseFile, raw, holder)) return false;
+          const body: LeaseHolder = { ...holder, expiresAt: Date.now() + ttlMs };
+          await writeAtomic(leaseFile, JSON.stringify(body));
+          return true;
+        });
+      },
       release(): Promise<void> {
+        releaseCalled = true;
         // Under the write lock, so a waiter cannot break and replace the file between read and unlink.
         released ??= withWriteLock(key, Date.now() + LOCK_WAIT_MS, async () => {
           const raw = await readText(leaseFile);

@@ -13,7 +13,7 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
-import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, leaseTimeoutError } from './contract.js';
+import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, checkRenewTtl, leaseTimeoutError } from './contract.js';
 
 
 interface Slot {
@@ -83,15 +83,28 @@ export function createMemoryStore(): CredentialStore & { snapshot(): unknown } {
   function issue(key: string, state: LeaseState, ttlMs: number): Lease {
     const fencingToken = ++lastFencingToken;
     newestFencingToken.set(key, fencingToken);
-    const ttlTimer = setTimeout(() => {
-      // The holder died or forgot to release: the lease lapses and the next waiter moves up.
-      if (state.holder?.fencingToken === fencingToken) grantNext(key, state);
-    }, ttlMs);
-    ttlTimer.unref?.();
-    state.holder = { fencingToken, ttlTimer };
+    const lapseAfter = (ms: number): NodeJS.Timeout => {
+      const timer = setTimeout(() => {
+        // The holder died or forgot to release: the lease lapses and the next waiter moves up.
+        if (state.holder?.fencingToken === fencingToken) grantNext(key, state);
+      }, ms);
+      timer.unref?.();
+      return timer;
+    };
+    state.holder = { fencingToken, ttlTimer: lapseAfter(ttlMs) };
+    let released = false;
     return {
       fencingToken,
+      async renew(renewTtlMs: number): Promise<boolean> {
+        checkRenewTtl(renewTtlMs);
+        // Lapsed (the timer fired) or released: the holder now is someone else, or nobody.
+        if (released || state.holder?.fencingToken !== fencingToken) return false;
+        clearTimeout(state.holder.ttlTimer);
+        state.holder.ttlTimer = lapseAfter(renewTtlMs);
+        return true;
+      },
       async release(): Promise<void> {
+        released = true;
         // A lapsed holder must not release the lease a later holder now owns.
         if (state.holder?.fencingToken !== fencingToken) return;
         clearTimeout(state.holder.ttlTimer);

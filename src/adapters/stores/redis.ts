@@ -3,7 +3,9 @@
  * read-compare-write is one Lua script, so the contract's atomicity comes from Redis itself, not
  * from clocks or locks on the client side. The lease is a key with a TTL and a fencing token; a
  * waiter sleeps on pub/sub (a release publishes) and on one timer set to the holder's remaining
- * TTL (a dead holder never publishes), never on a polling loop.
+ * TTL (a dead holder never publishes), never on a polling loop. A holder renews with a
+ * compare-and-extend script; a waiter whose timer fires re-checks atomically and, finding the
+ * lease renewed, re-arms on the new remaining TTL, so a renewed lease is never taken over.
  *
  * Layout, for h = first 32 hex chars of sha256(key); the braces are a Redis Cluster hash tag, so
  * every key a script touches for one store key lives in one slot:
@@ -30,7 +32,7 @@ import type {
   WriteCondition,
   WriteResult,
 } from '../../machines/store.js';
-import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, leaseTimeoutError } from './contract.js';
+import { abortedError, checkCondition, checkKey, checkKeyAndKind, checkLeaseOptions, checkRenewTtl, leaseTimeoutError } from './contract.js';
 
 const DEFAULT_TIMEOUT_MS = 2_000;
 /** Redis rounds a TTL to whole milliseconds; a waiter that wakes this much later finds it gone. */
@@ -128,6 +130,18 @@ redis.call('PUBLISH', ARGV[2], 'released')
 return 1
 `;
 
+/**
+ * KEYS lease, fencing. ARGV owner, ttlMs, fencingToken. Compare-and-extend: only the holder that
+ * the lease key still names, and whose token is still the newest granted, moves its expiry. A
+ * lapsed key is gone (Redis expired it), so a lapsed holder can never bring its lease back.
+ */
+const RENEW_SCRIPT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(redis.call('GET', KEYS[2])) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`;
+
 /** KEYS record, quarantine. ARGV the generation field as read. */
 const QUARANTINE_SCRIPT = `
 if redis.call('HGET', KEYS[1], 'generation') == ARGV[1] then
@@ -151,6 +165,7 @@ const SCRIPTS = {
   delete: script(DELETE_SCRIPT),
   acquire: script(ACQUIRE_SCRIPT),
   release: script(RELEASE_SCRIPT),
+  renew: script(RENEW_SCRIPT),
   quarantine: script(QUARANTINE_SCRIPT),
 };
 
@@ -269,9 +284,20 @@ export function createRedisStore(options: RedisStoreOptions): RedisCredentialSto
 
   function makeLease(key: string, owner: string, fencingToken: number): Lease {
     let released: Promise<void> | undefined;
+    let releaseCalled = false;
     return {
       fencingToken,
+      async renew(ttlMs: number): Promise<boolean> {
+        checkRenewTtl(ttlMs);
+        if (releaseCalled) return false;
+        // One script call. Waiters need no message: one whose expiry timer fires re-runs the
+        // acquire script, finds the key alive, and re-arms on the new PTTL.
+        const n = names(key);
+        const reply = await evaluate('renew', SCRIPTS.renew, [n.lease, n.fencing], [owner, String(Math.ceil(ttlMs)), String(fencingToken)]);
+        return toInteger(reply) === 1;
+      },
       release(): Promise<void> {
+        releaseCalled = true;
         // Compare-and-delete: a holder whose lease lapsed cannot free its successor's.
         released ??= releaseOwned(key, owner).catch((error: unknown) => {
           // A failed release may be retried; the lease lapses at its ttl if it never succeeds.
