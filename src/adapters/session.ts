@@ -4,7 +4,7 @@
  * await on the machine; only a 401/403 or an expired token reaches it, and concurrent requests
  * share one flow (single-flight), across processes too when the store offers a lease.
  */
-import { Agent, fetch as undiciFetch, type Dispatcher } from 'undici';
+import { Agent, fetch as undiciFetch, util as undiciUtil, type Dispatcher } from 'undici';
 import { createActor, type Actor, type SnapshotFrom } from 'xstate';
 import { flowError, OAuthFlowError, OAuthStoreError, toError, type FlowErrorData } from '../machines/errors.js';
 import { CREDENTIAL_UNAVAILABLE, type HttpRequest } from '../machines/http.js';
@@ -557,9 +557,17 @@ class Session implements OAuthSession {
     const tokens = snapshot.context.tokens;
     if (!tokens) return snapshot.hasTag('settled') ? { header: undefined, version: null } : undefined;
     if (needsRefresh(tokens, this.clock(), this.resolved.config.policy.refreshSkewMs)) return undefined;
-    if (tokens.token_type === 'dpop') return { header: `DPoP ${tokens.access_token}`, version: snapshot.context.tokenVersion, dpopToken: tokens.access_token };
-    return { header: `Bearer ${tokens.access_token}`, version: snapshot.context.tokenVersion };
+    // The same tokens give the same header: built once per token set, not per request.
+    const version = snapshot.context.tokenVersion;
+    const memo = this.authorizationMemo;
+    if (memo !== undefined && memo.tokens === tokens && memo.value.version === version) return memo.value;
+    const value: Authorization =
+      tokens.token_type === 'dpop' ? { header: `DPoP ${tokens.access_token}`, version, dpopToken: tokens.access_token } : { header: `Bearer ${tokens.access_token}`, version };
+    this.authorizationMemo = { tokens, value };
+    return value;
   }
+
+  private authorizationMemo: { tokens: object; value: Authorization } | undefined;
 
   private async authorization(): Promise<Authorization> {
     for (let round = 0; round < MAX_ATTEMPTS; round++) {
@@ -577,15 +585,30 @@ class Session implements OAuthSession {
    * One caller request: send, and on a 401 or a 403 `insufficient_scope` let the machine recover
    * (replay with a newer token, refresh, authorize, step up), then replay. Bounded per request.
    */
-  private async authorized<R>(send: (authorization: Authorization) => Promise<R>, challengeOf: (response: R) => Challenge | undefined, release: (response: R) => Promise<void>): Promise<R> {
+  private async authorized<R>(
+    send: (authorization: Authorization) => Promise<R>,
+    challengeOf: (response: R) => Challenge | undefined,
+    release: (response: R) => Promise<void>,
+    /** The first attempt when the caller already sent it (the interceptor's synchronous fast path). */
+    first?: { authorization: Authorization; response: R },
+  ): Promise<R> {
     let authorizations = 0;
     let refreshes = 0;
     let nonceRetried = false;
     let response: R | undefined;
+    let pending = first;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const current = await this.authorization();
+      let current: Authorization;
+      if (pending) {
+        current = pending.authorization;
+        response = pending.response;
+        pending = undefined;
+      } else {
+        // The token at hand is used without another async hop; `authorization()` looks at it first too.
+        current = this.currentAuthorization() ?? (await this.authorization());
+        response = await send(current);
+      }
       const { version } = current;
-      response = await send(current);
       const challenge = challengeOf(response);
       if (!challenge || attempt === MAX_ATTEMPTS - 1) return response;
       // RFC 9449 §9: the MCP server wants a nonce in the proof: exactly one retry with it, no flow.
@@ -621,42 +644,57 @@ class Session implements OAuthSession {
     return response as R;
   }
 
+  /** `sameOrigin(·, serverUrl)` with the verdict cached per origin string (no URL parsing per request). */
+  private originCheck: ServerOriginCheck | undefined;
+
+  private get origins(): ServerOriginCheck {
+    return (this.originCheck ??= new ServerOriginCheck(this.resolved.config.serverUrl));
+  }
+
   readonly fetch: OAuthSession['fetch'] = async (input, init) => {
-    const parts = await requestParts(input, init);
-    const target = this.resolved.config.serverUrl;
-    if (!sameOrigin(parts.url, target)) {
+    const quick = requestParts(input, init);
+    const parts = quick instanceof Promise ? await quick : quick;
+    if (!this.origins.matches(parts.url)) {
       // The token never leaves the MCP server's origin; other requests pass through untouched.
-      return undiciFetch(parts.url, { ...parts.init, dispatcher: this.mcpDispatcher }) as unknown as Response;
+      return undiciFetch(parts.url, {
+        method: parts.method,
+        headers: parts.headers,
+        body: parts.body,
+        signal: parts.signal,
+        dispatcher: this.mcpDispatcher,
+      } as Parameters<typeof undiciFetch>[1]) as unknown as Response;
     }
-    const response = await this.authorized(
-      (authorization) => this.sendFetch(parts, authorization),
-      (res) => challengeFrom(res.status, res.headers.get('www-authenticate') ?? undefined, res.headers.get('dpop-nonce') ?? undefined),
-      async (res) => {
-        await res.body?.cancel().catch(() => undefined);
-      },
-    );
-    return response as unknown as Response;
+    // Fast path: with a token at hand the request goes at once; the retry loop runs only for a challenge.
+    const current = this.currentAuthorization();
+    if (current !== undefined) {
+      const response = await this.sendFetch(parts, current);
+      if (fetchChallenge(response) === undefined) return response as unknown as Response;
+      const first = { authorization: current, response };
+      return (await this.authorized((authorization) => this.sendFetch(parts, authorization), fetchChallenge, cancelBody, first)) as unknown as Response;
+    }
+    return (await this.authorized((authorization) => this.sendFetch(parts, authorization), fetchChallenge, cancelBody)) as unknown as Response;
   };
 
   private async sendFetch(parts: RequestParts, authorization: Authorization): Promise<import('undici').Response> {
     let url = parts.url;
-    let method = parts.init.method ?? 'GET';
-    let body = parts.init.body;
+    let method = parts.method;
+    let body = parts.body;
     for (let hop = 0; ; hop++) {
-      const headers = new Headers(parts.init.headers as HeadersInit | undefined);
-      if (authorization.header) headers.set('authorization', authorization.header);
       // A proof per request and per hop: htm and htu are this hop's.
-      if (authorization.dpopToken !== undefined) headers.set('dpop', await this.dpop.proof(method, url, authorization.dpopToken));
+      const proof = authorization.dpopToken === undefined ? undefined : await this.dpop.proof(method, url, authorization.dpopToken);
+      // Without a token (nothing held yet) the caller's headers go as they are, as before.
+      const headers = authorization.header ? fetchHeadersWith(parts.headers, authorization.header, proof) : parts.headers;
       const response = await undiciFetch(url, {
-        ...parts.init,
         method,
-        headers: [...headers.entries()],
-        ...(body === undefined ? {} : { body }),
+        headers,
+        body,
+        signal: parts.signal,
         redirect: 'manual',
         dispatcher: this.mcpDispatcher,
-      });
+      } as Parameters<typeof undiciFetch>[1]);
+      if (!REDIRECT_STATUSES.has(response.status)) return response;
       const location = response.headers.get('location');
-      if (!REDIRECT_STATUSES.has(response.status) || location === null || hop >= MAX_SAME_ORIGIN_REDIRECTS) return response;
+      if (location === null || hop >= MAX_SAME_ORIGIN_REDIRECTS) return response;
       const next = new URL(location, url).href;
       // Credentials follow a redirect only within the MCP server's origin; otherwise the caller decides.
       if (!sameOrigin(next, this.resolved.config.serverUrl)) return response;
@@ -672,38 +710,63 @@ class Session implements OAuthSession {
   interceptor(dispatch: Dispatcher['dispatch']): Dispatcher['dispatch'] {
     return (opts, handler) => {
       const origin = typeof opts.origin === 'string' ? opts.origin : opts.origin?.toString() ?? '';
-      if (!sameOrigin(`${origin}${opts.path}`, this.resolved.config.serverUrl)) return dispatch(opts, handler);
+      if (!this.origins.matches(origin, typeof opts.path === 'string' ? opts.path : `${opts.path}`)) return dispatch(opts, handler);
       const replayable = opts.body == null || typeof opts.body === 'string' || opts.body instanceof Uint8Array;
       const target = handler as Dispatcher.DispatchHandler;
+      const legacy = isLegacyHandler(target) ? (target as unknown as LegacyHandler) : undefined;
       const relay = new RelayController();
-      let started = false;
-      this.authorized<AttemptOutcome>(
-        async (authorization) => {
-          const proof =
-            authorization.dpopToken === undefined ? undefined : await this.dpop.proof(opts.method, `${origin}${opts.path}`, authorization.dpopToken);
-          return new Promise<AttemptOutcome>((resolve) => {
-            const bearer = withHeader(opts.headers, 'authorization', authorization.header);
-            const headers = proof === undefined ? bearer : { ...bearer, dpop: proof };
-            const attempt = new AttemptHandler(target, relay, replayable, () => started, () => (started = true), resolve);
-            dispatch({ ...opts, headers }, attempt);
-          });
-        },
-        (outcome) => (outcome.kind === 'challenge' ? outcome.challenge : undefined),
-        async () => undefined,
-      ).then(
-        (outcome) => {
-          if (outcome.kind === 'challenge') outcome.forward();
-        },
-        (error: unknown) => {
-          if (!started) {
-            started = true;
-            target.onRequestStart?.(relay, {});
-          }
-          target.onResponseError?.(relay, error instanceof Error ? error : new Error(String(error)));
-        },
-      );
+      // Fast path: a fresh bearer token (or the settled "none held yet") is at hand, so the request
+      // goes now; the async loop is entered only when the answer is a 401 or 403 to recover from.
+      const current = this.currentAuthorization();
+      if (current !== undefined && current.dpopToken === undefined) {
+        const first = (response: AttemptOutcome): void => {
+          if (response.kind === 'challenge') this.interceptLoop(dispatch, opts, origin, target, legacy, relay, replayable, { authorization: current, response });
+        };
+        try {
+          const headers = withAuthorization(opts.headers, current.header, undefined);
+          dispatch({ ...opts, headers }, legacy ? (new LegacyAttemptHandler(legacy, relay, replayable, first) as never) : new AttemptHandler(target, relay, replayable, first));
+        } catch (error) {
+          this.interceptLoop(dispatch, opts, origin, target, legacy, relay, replayable, undefined, { error });
+        }
+        return true;
+      }
+      this.interceptLoop(dispatch, opts, origin, target, legacy, relay, replayable);
       return true;
     };
+  }
+
+  /** The interceptor's async part: `authorized()` with its attempts, then the outcome to the caller's handler. */
+  private interceptLoop(
+    dispatch: Dispatcher['dispatch'],
+    opts: Dispatcher.DispatchOptions,
+    origin: string,
+    target: Dispatcher.DispatchHandler,
+    legacy: LegacyHandler | undefined,
+    relay: RelayController,
+    replayable: boolean,
+    first?: { authorization: Authorization; response: AttemptOutcome },
+    thrown?: { error: unknown },
+  ): void {
+    const send = async (authorization: Authorization): Promise<AttemptOutcome> => {
+      const proof = authorization.dpopToken === undefined ? undefined : await this.dpop.proof(opts.method, `${origin}${opts.path}`, authorization.dpopToken);
+      return new Promise<AttemptOutcome>((resolve) => {
+        const headers = withAuthorization(opts.headers, authorization.header, proof);
+        dispatch({ ...opts, headers }, legacy ? (new LegacyAttemptHandler(legacy, relay, replayable, resolve) as never) : new AttemptHandler(target, relay, replayable, resolve));
+      });
+    };
+    const run = thrown === undefined ? this.authorized(send, attemptChallenge, releaseNothing, first) : Promise.reject(thrown.error);
+    run.then(forwardChallenge, (error: unknown) => {
+      const reason = error instanceof Error ? error : new Error(String(error));
+      const notStarted = !relay.started;
+      relay.started = true;
+      if (legacy) {
+        if (notStarted) legacy.onConnect(relay.abortLegacy, {});
+        legacy.onError(reason);
+        return;
+      }
+      if (notStarted) target.onRequestStart?.(relay, {});
+      target.onResponseError?.(relay, reason);
+    });
   }
 
   // ------------------------------------------------------------------ explicit operations
@@ -846,49 +909,238 @@ function challengeFrom(status: number, wwwAuthenticate: string | undefined, dpop
 
 interface RequestParts {
   url: string;
-  init: { method?: string; headers?: Array<[string, string]>; body?: Uint8Array; signal?: AbortSignal | null; keepalive?: boolean };
+  method: string;
+  /**
+   * Built once per call: the caller's own record when that is all there is (copied per attempt
+   * only to set `authorization`), otherwise one normalised list of pairs.
+   */
+  headers: HeaderPairs | Record<string, string> | undefined;
+  /** Replayable as is: a string, bytes, or `URLSearchParams`; anything else was buffered. */
+  body: string | ArrayBuffer | ArrayBufferView | URLSearchParams | undefined;
+  signal: AbortSignal | undefined;
 }
 
-/** Normalises fetch input (string, URL or a Request of any realm) and buffers the body for replay. */
-async function requestParts(input: string | URL | Request, init: RequestInit | undefined): Promise<RequestParts> {
+type HeaderPairs = Array<[string, string]>;
+
+/** Bodies undici's fetch serialises afresh on every send: nothing to buffer for a replay. */
+function isReplayableBody(body: unknown): body is string | ArrayBuffer | ArrayBufferView | URLSearchParams {
+  return typeof body === 'string' || body instanceof ArrayBuffer || ArrayBuffer.isView(body) || body instanceof URLSearchParams;
+}
+
+function isPlainRecord(value: unknown): value is Record<string, string> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Normalises fetch input (string, URL or a Request of any realm). Streams, `Blob`, `FormData` and a
+ * Request's body are buffered for replay; strings, bytes and `URLSearchParams` are kept as they are.
+ */
+function requestParts(input: string | URL | Request, init: RequestInit | undefined): RequestParts | Promise<RequestParts> {
   const isRequest = typeof input === 'object' && !(input instanceof URL) && 'url' in input;
-  const url = isRequest ? (input as Request).url : input.toString();
-  const method = init?.method ?? (isRequest ? (input as Request).method : 'GET');
-  const headers = new Headers(isRequest ? (input as Request).headers : undefined);
-  if (init?.headers) for (const [name, value] of new Headers(init.headers)) headers.set(name, value);
-  let body: Uint8Array | undefined;
-  if (init?.body !== undefined && init.body !== null) {
-    const buffered = new Response(init.body as BodyInit);
-    body = new Uint8Array(await buffered.arrayBuffer());
-    const type = buffered.headers.get('content-type');
-    if (type && !headers.has('content-type')) headers.set('content-type', type);
-  } else if (isRequest && (input as Request).body) {
-    body = new Uint8Array(await (input as Request).clone().arrayBuffer());
+  const request = isRequest ? (input as Request) : undefined;
+  const url = request ? request.url : typeof input === 'string' ? input : input.toString();
+  const method = init?.method ?? (request ? request.method : 'GET');
+  const initBody = init?.body ?? undefined;
+  const signal = init?.signal ?? request?.signal ?? undefined;
+  // The common call (a URL, a record of headers, a string or bytes): nothing to build or wait for.
+  if (request === undefined && (initBody === undefined || isReplayableBody(initBody)) && (init?.headers === undefined || isPlainRecord(init.headers))) {
+    return { url, method, headers: init?.headers as Record<string, string> | undefined, body: initBody, signal };
   }
-  const signal = init?.signal ?? (isRequest ? (input as Request).signal : undefined);
-  return {
-    url,
-    init: {
-      method,
-      headers: [...headers.entries()],
-      ...(body === undefined ? {} : { body }),
-      ...(signal ? { signal } : {}),
-    },
-  };
+  return bufferedRequestParts(request, init, url, method, initBody, signal);
 }
 
-function withHeader(headers: Dispatcher.DispatchOptions['headers'], name: string, value: string | undefined): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  if (Array.isArray(headers)) {
-    for (let i = 0; i + 1 < headers.length; i += 2) out[String(headers[i]).toLowerCase()] = String(headers[i + 1]);
-  } else if (headers && typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
-    for (const [k, v] of headers as Iterable<[string, string]>) out[k.toLowerCase()] = v;
-  } else if (headers) {
-    for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k.toLowerCase()] = v as string | string[];
+async function bufferedRequestParts(
+  request: Request | undefined,
+  init: RequestInit | undefined,
+  url: string,
+  method: string,
+  initBody: RequestInit['body'] | undefined,
+  signal: AbortSignal | undefined,
+): Promise<RequestParts> {
+  const headers = new Headers(request?.headers ?? (init?.headers as HeadersInit | undefined));
+  if (request && init?.headers) for (const [name, value] of new Headers(init.headers as HeadersInit)) headers.set(name, value);
+  let body: RequestParts['body'];
+  if (initBody !== undefined) {
+    if (isReplayableBody(initBody)) body = initBody;
+    else {
+      const buffered = new Response(initBody as BodyInit);
+      body = new Uint8Array(await buffered.arrayBuffer());
+      const type = buffered.headers.get('content-type');
+      if (type && !headers.has('content-type')) headers.set('content-type', type);
+    }
+  } else if (request?.body) {
+    body = new Uint8Array(await request.clone().arrayBuffer());
   }
-  if (value === undefined) delete out[name];
-  else out[name] = value;
+  return { url, method, headers: [...headers] as HeaderPairs, body, signal };
+}
+
+function isAuthorizationName(name: unknown): boolean {
+  return typeof name === 'string' && name.length === 13 && name.toLowerCase() === 'authorization';
+}
+
+function isDpopName(name: unknown): boolean {
+  return typeof name === 'string' && name.length === 4 && name.toLowerCase() === 'dpop';
+}
+
+/** A copy of a header record without the caller's `authorization` (and `dpop` when a proof replaces it), then ours. */
+function recordWith(headers: Record<string, unknown>, authorization: string | undefined, proof: string | undefined): Record<string, string | string[]> {
+  let clean = true;
+  for (const key of Object.keys(headers)) {
+    if (isAuthorizationName(key) || (proof !== undefined && isDpopName(key))) {
+      clean = false;
+      break;
+    }
+  }
+  if (clean && proof === undefined) {
+    // Nothing to drop: a plain clone (V8's fast object copy), then our header.
+    const copy: Record<string, unknown> = { ...headers };
+    if (authorization !== undefined) copy.authorization = authorization;
+    return copy as Record<string, string | string[]>;
+  }
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(headers)) {
+    if (isAuthorizationName(key) || (proof !== undefined && isDpopName(key))) continue;
+    out[key] = headers[key];
+  }
+  if (authorization !== undefined) out.authorization = authorization;
+  if (proof !== undefined) out.dpop = proof;
+  return out as Record<string, string | string[]>;
+}
+
+/**
+ * The interceptor's headers for one attempt: the caller's, in the form and case they came in
+ * (flat array, object, or an iterable of pairs read into a flat array), with any `authorization`
+ * of theirs replaced by ours (or removed when none is held yet) and `dpop` replaced by the proof.
+ */
+export function withAuthorization(headers: Dispatcher.DispatchOptions['headers'], authorization: string | undefined, proof: string | undefined): Dispatcher.DispatchOptions['headers'] {
+  if (headers == null) {
+    if (authorization === undefined && proof === undefined) return headers;
+    return recordWith({}, authorization, proof);
+  }
+  if (Array.isArray(headers) && (headers.length === 0 || !Array.isArray(headers[0]))) {
+    const flat = headers as unknown[];
+    const out: unknown[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i];
+      if (isAuthorizationName(name) || (proof !== undefined && isDpopName(name))) continue;
+      out.push(name, flat[i + 1]);
+    }
+    if (authorization !== undefined) out.push('authorization', authorization);
+    if (proof !== undefined) out.push('dpop', proof);
+    return out as string[];
+  }
+  if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    const out: unknown[] = [];
+    for (const [name, value] of headers as Iterable<[string, unknown]>) {
+      if (isAuthorizationName(name) || (proof !== undefined && isDpopName(name))) continue;
+      out.push(name, value);
+    }
+    if (authorization !== undefined) out.push('authorization', authorization);
+    if (proof !== undefined) out.push('dpop', proof);
+    return out as string[];
+  }
+  let present = false;
+  for (const key of Object.keys(headers)) if (isAuthorizationName(key) || (proof !== undefined && isDpopName(key))) present = true;
+  if (!present && authorization === undefined && proof === undefined) return headers;
+  return recordWith(headers as Record<string, unknown>, authorization, proof);
+}
+
+/** fetch's headers for one attempt with a token: `authorization` replaced, `dpop` too when a proof is sent. */
+export function fetchHeadersWith(headers: RequestParts['headers'], authorization: string, proof: string | undefined): HeaderPairs | Record<string, string | string[]> {
+  if (headers === undefined) return proof === undefined ? { authorization } : { authorization, dpop: proof };
+  if (!Array.isArray(headers)) return recordWith(headers, authorization, proof);
+  // The list came from `Headers`: names are lower-case already.
+  const out: HeaderPairs = [];
+  for (const pair of headers) if (pair[0] !== 'authorization' && (proof === undefined || pair[0] !== 'dpop')) out.push(pair);
+  out.push(['authorization', authorization]);
+  if (proof !== undefined) out.push(['dpop', proof]);
   return out;
+}
+
+/** The characters that make the raw split and WHATWG disagree (see urls.ts): such URLs take the full check. */
+function isAmbiguousCode(c: number): boolean {
+  return c <= 0x20 || c === 0x7f || c === 0x5c;
+}
+
+function isAuthorityEnd(c: number): boolean {
+  return c === 0x2f || c === 0x3f || c === 0x23;
+}
+
+/**
+ * Where the authority of `scheme://authority…` ends in `s` (`s.length` when nothing follows it),
+ * or -1 when `s` is not of that form or holds an ambiguous character anywhere.
+ */
+function authorityEnd(s: string): number {
+  const colon = s.indexOf(':');
+  if (colon <= 0 || s.charCodeAt(colon + 1) !== 0x2f || s.charCodeAt(colon + 2) !== 0x2f) return -1;
+  let end = -1;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (isAmbiguousCode(c)) return -1;
+    if (end < 0 && i > colon + 2 && isAuthorityEnd(c)) end = i;
+  }
+  return end < 0 ? s.length : end;
+}
+
+function hasAmbiguousCode(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (isAmbiguousCode(s.charCodeAt(i))) return true;
+  return false;
+}
+
+/**
+ * `sameOrigin(head + tail, serverUrl)` without parsing per request. When the URL is
+ * `scheme://authority` followed by nothing or by `/`, `?` or `#`, and holds no ambiguous
+ * character, only that prefix can decide the verdict (scheme, userinfo, host and port are all in
+ * it), so the verdict is computed once per prefix by `sameOrigin` itself and cached; any other
+ * input takes the full check.
+ */
+export class ServerOriginCheck {
+  private readonly verdicts = new Map<string, boolean>();
+  private lastKey = '';
+  private lastVerdict = false;
+
+  constructor(private readonly serverUrl: string) {}
+
+  matches(head: string, tail = ''): boolean {
+    // The interceptor's case: the same origin string as last time (a prefix already checked) and a path.
+    if (head === this.lastKey && (tail === '' || isAuthorityEnd(tail.charCodeAt(0))) && !hasAmbiguousCode(tail)) return this.lastVerdict;
+    const end = authorityEnd(head);
+    if (end < 0 || (end === head.length && tail !== '' && !isAuthorityEnd(tail.charCodeAt(0))) || hasAmbiguousCode(tail)) {
+      return sameOrigin(`${head}${tail}`, this.serverUrl);
+    }
+    if (end === this.lastKey.length && head.startsWith(this.lastKey)) return this.lastVerdict;
+    const key = end === head.length ? head : head.slice(0, end);
+    let verdict = this.verdicts.get(key);
+    if (verdict === undefined) {
+      verdict = sameOrigin(`${key}/`, this.serverUrl);
+      if (this.verdicts.size >= 64) this.verdicts.clear();
+      this.verdicts.set(key, verdict);
+    }
+    this.lastKey = key;
+    this.lastVerdict = verdict;
+    return verdict;
+  }
+}
+
+function fetchChallenge(res: import('undici').Response): Challenge | undefined {
+  if (res.status !== 401 && res.status !== 403) return undefined;
+  return challengeFrom(res.status, res.headers.get('www-authenticate') ?? undefined, res.headers.get('dpop-nonce') ?? undefined);
+}
+
+async function cancelBody(res: import('undici').Response): Promise<void> {
+  await res.body?.cancel().catch(() => undefined);
+}
+
+function attemptChallenge(outcome: AttemptOutcome): Challenge | undefined {
+  return outcome.kind === 'challenge' ? outcome.challenge : undefined;
+}
+
+async function releaseNothing(): Promise<void> {}
+
+function forwardChallenge(outcome: AttemptOutcome): void {
+  if (outcome.kind === 'challenge') outcome.forward();
 }
 
 type AttemptOutcome = { kind: 'forwarded' } | { kind: 'challenge'; challenge: Challenge; forward: () => void };
@@ -896,6 +1148,14 @@ type AttemptOutcome = { kind: 'forwarded' } | { kind: 'challenge'; challenge: Ch
 /** One controller the caller keeps across attempts, pointing at the live request. */
 class RelayController implements Dispatcher.DispatchController {
   target: Dispatcher.DispatchController | undefined;
+  /** The caller's handler has seen `onRequestStart` (once, whatever the attempts). */
+  started = false;
+  /** In the original handler style: the live attempt's abort, and the one function the caller holds. */
+  legacyAbort: ((reason?: Error) => void) | undefined;
+  private abortLive: ((reason?: Error) => void) | undefined;
+  get abortLegacy(): (reason?: Error) => void {
+    return (this.abortLive ??= (reason?: Error): void => this.legacyAbort?.(reason));
+  }
   get aborted() {
     return this.target?.aborted ?? false;
   }
@@ -928,15 +1188,13 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly target: Dispatcher.DispatchHandler,
     private readonly relay: RelayController,
     private readonly replayable: boolean,
-    private readonly started: () => boolean,
-    private readonly markStarted: () => void,
     private readonly resolve: (outcome: AttemptOutcome) => void,
   ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
     this.relay.target = controller;
-    if (!this.started()) {
-      this.markStarted();
+    if (!this.relay.started) {
+      this.relay.started = true;
       this.target.onRequestStart?.(this.relay, context);
     }
   }
@@ -946,12 +1204,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
-    const www = headers['www-authenticate'];
-    const nonce = headers['dpop-nonce'];
-    const challenge = challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce);
-    if (challenge && this.replayable) {
-      this.swallowed = { status: statusCode, headers };
-      return;
+    // Only a 401 or a 403 can be a challenge (challengeFrom): other answers go straight through.
+    if ((statusCode === 401 || statusCode === 403) && this.replayable) {
+      const www = headers['www-authenticate'];
+      const nonce = headers['dpop-nonce'];
+      if (challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce)) {
+        this.swallowed = { status: statusCode, headers };
+        return;
+      }
     }
     this.target.onResponseStart?.(this.relay, statusCode, headers as never, statusMessage);
   }
@@ -988,6 +1248,102 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.settledOutcome) return;
     this.settledOutcome = true;
     this.target.onResponseError?.(this.relay, error);
+    this.resolve({ kind: 'forwarded' });
+  }
+}
+
+/** The callbacks of undici's original handler style, which `undici.request`'s handler uses (through compose's WrapHandler). */
+interface LegacyHandler {
+  onConnect(abort: (reason?: Error) => void, context?: unknown): void;
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean | void;
+  onData(chunk: Buffer): boolean | void;
+  onComplete(rawTrailers: Buffer[] | null): void;
+  onError(error: Error): void;
+  onUpgrade?(statusCode: number, rawHeaders: Buffer[], socket: import('node:stream').Duplex): void;
+}
+
+/**
+ * The caller's handler speaks the original style too (undici's compose hands interceptors a
+ * WrapHandler that keeps those callbacks): attempts are then dispatched in that style, so the
+ * response reaches the caller as raw headers without being parsed and re-serialised twice.
+ */
+function isLegacyHandler(handler: object): boolean {
+  const h = handler as Partial<LegacyHandler>;
+  return typeof h.onConnect === 'function' && typeof h.onHeaders === 'function' && typeof h.onData === 'function' && typeof h.onComplete === 'function' && typeof h.onError === 'function';
+}
+
+const resumeNothing = (): void => undefined;
+
+/** AttemptHandler in the original handler style: the same swallowing of a replayable challenge. */
+class LegacyAttemptHandler implements LegacyHandler {
+  private swallowed: { status: number; rawHeaders: Buffer[]; headers: Record<string, string | string[] | undefined> } | undefined;
+  private settledOutcome = false;
+
+  constructor(
+    private readonly target: LegacyHandler,
+    private readonly relay: RelayController,
+    private readonly replayable: boolean,
+    private readonly resolve: (outcome: AttemptOutcome) => void,
+  ) {}
+
+  onConnect(abort: (reason?: Error) => void, context?: unknown): void {
+    this.relay.legacyAbort = abort;
+    if (!this.relay.started) {
+      this.relay.started = true;
+      this.target.onConnect(this.relay.abortLegacy, context);
+    }
+  }
+
+  onUpgrade(statusCode: number, rawHeaders: Buffer[], socket: import('node:stream').Duplex): void {
+    this.target.onUpgrade?.(statusCode, rawHeaders, socket);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean | void {
+    if ((statusCode === 401 || statusCode === 403) && this.replayable) {
+      const headers = undiciUtil.parseHeaders(rawHeaders) as Record<string, string | string[] | undefined>;
+      const www = headers['www-authenticate'];
+      const nonce = headers['dpop-nonce'];
+      if (challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce)) {
+        this.swallowed = { status: statusCode, rawHeaders, headers };
+        return true;
+      }
+    }
+    return this.target.onHeaders(statusCode, rawHeaders, resume, statusText);
+  }
+
+  onData(chunk: Buffer): boolean | void {
+    if (this.swallowed) return true;
+    return this.target.onData(chunk);
+  }
+
+  onComplete(rawTrailers: Buffer[] | null): void {
+    if (this.settledOutcome) return;
+    this.settledOutcome = true;
+    const swallowed = this.swallowed;
+    if (swallowed) {
+      const www = swallowed.headers['www-authenticate'];
+      const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
+      const nonce = swallowed.headers['dpop-nonce'];
+      const dpopNonce = Array.isArray(nonce) ? nonce[0] : nonce;
+      this.resolve({
+        kind: 'challenge',
+        challenge: { status: swallowed.status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) },
+        // When the attempts are spent the caller still receives the final challenge as it came.
+        forward: () => {
+          this.target.onHeaders(swallowed.status, swallowed.rawHeaders, resumeNothing, '');
+          this.target.onComplete(rawTrailers);
+        },
+      });
+      return;
+    }
+    this.target.onComplete(rawTrailers);
+    this.resolve({ kind: 'forwarded' });
+  }
+
+  onError(error: Error): void {
+    if (this.settledOutcome) return;
+    this.settledOutcome = true;
+    this.target.onError(error);
     this.resolve({ kind: 'forwarded' });
   }
 }

@@ -519,3 +519,178 @@ describe('failures are typed and name the step', () => {
     expect(JSON.stringify(session)).not.toContain(token);
   });
 });
+
+describe('the request path: bodies, header forms and origins', () => {
+  /** A resource that records what reached it: 401 (with PRM) unless exactly one non-stale bearer token came. */
+  async function startRecordingResource() {
+    const as = await startAuthorizationServer();
+    onCleanup(() => as.close());
+    const seen: Array<{ authorization: string[]; body: string; contentType: string | undefined; trace: string | undefined }> = [];
+    const { url } = await startRawServer((req, res) => {
+      const origin = `http://${req.headers.host}`;
+      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ resource: `${origin}/mcp`, authorization_servers: [as.issuer] }));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const authorization: string[] = [];
+        for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]?.toLowerCase() === 'authorization') authorization.push(req.rawHeaders[i + 1] ?? '');
+        const trace = req.headers['x-trace'];
+        seen.push({ authorization, body: Buffer.concat(chunks).toString(), contentType: req.headers['content-type'], trace: Array.isArray(trace) ? trace.join(', ') : trace });
+        const bearer = authorization.length === 1 && authorization[0]?.startsWith('Bearer ') && authorization[0] !== 'Bearer stale';
+        if (bearer) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        else res.writeHead(401, { 'www-authenticate': `Bearer resource_metadata="${origin}/.well-known/oauth-protected-resource/mcp"` }).end();
+      });
+    });
+    return { url: `${url}/mcp`, seen, as };
+  }
+
+  it('fetch: a URLSearchParams body is sent again, with its content type, after the 401', async () => {
+    const resource = await startRecordingResource();
+    const session = track(createOAuthSession({ serverUrl: resource.url, openAuthorizationUrl: headlessOpener() }));
+    const body = new URLSearchParams({ a: '1', b: 'x y' });
+    const response = await session.fetch(resource.url, { method: 'POST', body });
+    expect(response.status).toBe(200);
+    expect(resource.seen.map((s) => s.body)).toEqual(['a=1&b=x+y', 'a=1&b=x+y']);
+    expect(resource.seen.map((s) => s.contentType)).toEqual(['application/x-www-form-urlencoded;charset=UTF-8', 'application/x-www-form-urlencoded;charset=UTF-8']);
+    expect(resource.seen.map((s) => s.authorization.length)).toEqual([0, 1]);
+  });
+
+  it('fetch: a ReadableStream body is buffered once and replayed after the 401', async () => {
+    const resource = await startRecordingResource();
+    const session = track(createOAuthSession({ serverUrl: resource.url, openAuthorizationUrl: headlessOpener() }));
+    let pulls = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulls += 1;
+        controller.enqueue(new TextEncoder().encode('{"streamed":true}'));
+        controller.close();
+      },
+    });
+    const response = await session.fetch(resource.url, { method: 'POST', body: stream, headers: { 'content-type': 'application/json' }, duplex: 'half' } as RequestInit);
+    expect(response.status).toBe(200);
+    expect(pulls).toBe(1);
+    expect(resource.seen.map((s) => s.body)).toEqual(['{"streamed":true}', '{"streamed":true}']);
+    expect(resource.seen.map((s) => s.contentType)).toEqual(['application/json', 'application/json']);
+  });
+
+  it('fetch: string, bytes and a Request are replayed; a caller Authorization to the server is replaced, never duplicated', async () => {
+    const resource = await startRecordingResource();
+    const session = track(createOAuthSession({ serverUrl: resource.url, openAuthorizationUrl: headlessOpener() }));
+    expect((await session.fetch(resource.url, { method: 'POST', body: 'text', headers: { Authorization: 'Bearer stale', 'X-Trace': 's' } })).status).toBe(200);
+    expect((await session.fetch(resource.url, { method: 'POST', body: new TextEncoder().encode('bytes'), headers: [['AUTHORIZATION', 'Bearer stale']] })).status).toBe(200);
+    const request = new Request(resource.url, { method: 'POST', body: 'from a Request', headers: { authorization: 'Bearer stale', 'x-trace': 'r' } });
+    expect((await session.fetch(request)).status).toBe(200);
+    // The first call ran the flow: its stale header went out (no token yet), then the replay with ours.
+    expect(resource.seen.map((s) => s.body)).toEqual(['text', 'text', 'bytes', 'from a Request']);
+    expect(resource.seen.map((s) => s.authorization.length)).toEqual([1, 1, 1, 1]);
+    expect(resource.seen[0]?.authorization).toEqual(['Bearer stale']);
+    expect(resource.seen.slice(1).every((s) => s.authorization[0] !== 'Bearer stale')).toBe(true);
+    expect(resource.seen.map((s) => s.trace)).toEqual(['s', 's', undefined, 'r']);
+    expect(resource.seen[0]?.contentType).toBe('text/plain;charset=UTF-8');
+  });
+
+  it('interceptor: an array-form Authorization of the caller is replaced (cold and hot), other headers kept', async () => {
+    const resource = await startRecordingResource();
+    const session = track(createOAuthSession({ serverUrl: resource.url, openAuthorizationUrl: headlessOpener() }));
+    const agent = new Agent().compose(session.interceptor);
+    onCleanup(() => agent.close());
+    const call = async () => {
+      const response = await request(resource.url, { method: 'POST', headers: ['Authorization', 'Bearer stale', 'X-Trace', 'a', 'x-trace', 'b'], body: 'payload', dispatcher: agent });
+      await response.body.text();
+      return response.statusCode;
+    };
+    expect(await call()).toBe(200);
+    expect(await call()).toBe(200);
+    expect(resource.seen.map((s) => s.authorization.length)).toEqual([0, 1, 1]);
+    expect(resource.seen.slice(1).every((s) => s.authorization[0] !== 'Bearer stale')).toBe(true);
+    expect(resource.seen.map((s) => s.body)).toEqual(['payload', 'payload', 'payload']);
+    expect(resource.seen.map((s) => s.trace)).toEqual(['a, b', 'a, b', 'a, b']);
+  });
+
+  it('interceptor: a handler in the newer callback style (dispatch directly) gets the same replay after the 401', async () => {
+    const resource = await startRecordingResource();
+    const session = track(createOAuthSession({ serverUrl: resource.url, openAuthorizationUrl: headlessOpener() }));
+    const agent = new Agent().compose(session.interceptor);
+    onCleanup(() => agent.close());
+    const { origin, pathname } = new URL(resource.url);
+    const dispatchOnce = () =>
+      new Promise<{ status: number; body: string; starts: number }>((resolve, reject) => {
+        let status = 0;
+        let starts = 0;
+        const chunks: Buffer[] = [];
+        agent.dispatch(
+          { origin, path: pathname, method: 'POST', headers: { Authorization: 'Bearer stale' }, body: 'new-style' },
+          {
+            onRequestStart: () => void (starts += 1),
+            onResponseStart: (_controller, statusCode) => void (status = statusCode),
+            onResponseData: (_controller, chunk) => void chunks.push(chunk),
+            onResponseEnd: () => resolve({ status, body: Buffer.concat(chunks).toString(), starts }),
+            onResponseError: (_controller, error) => reject(error),
+          },
+        );
+      });
+    expect(await dispatchOnce()).toEqual({ status: 200, body: '{}', starts: 1 });
+    expect(await dispatchOnce()).toEqual({ status: 200, body: '{}', starts: 1 });
+    expect(resource.seen.map((s) => s.authorization.length)).toEqual([0, 1, 1]);
+    expect(resource.seen.map((s) => s.body)).toEqual(['new-style', 'new-style', 'new-style']);
+  });
+
+  it('interceptor: a server that rejects every token ends the request with the typed error, no loop', async () => {
+    const as = await startAuthorizationServer();
+    onCleanup(() => as.close());
+    const { url } = await startScriptedResource(as.issuer, (_authorization, metadata) => ({ status: 401, wwwAuthenticate: `Bearer ${metadata}` }));
+    const opened = { opened: 0 };
+    const session = track(createOAuthSession({ serverUrl: url, openAuthorizationUrl: headlessOpener(opened) }));
+    const agent = new Agent().compose(session.interceptor);
+    onCleanup(() => agent.close());
+    const error = await request(url, { method: 'POST', body: '{}', dispatcher: agent }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as { code?: string } | undefined)?.code).toBe('flow.rejected_after_authorization');
+    expect(opened.opened).toBe(1);
+  });
+
+  it('interceptor: a request to another origin gets no token, and its own Authorization passes untouched', async () => {
+    const d = await deploy();
+    const seen: Array<string | undefined> = [];
+    const other = await startRawServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200).end('ok');
+    });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    expect(await listTools(session, d.mcp.url)).toBe(200);
+    const agent = new Agent().compose(session.interceptor);
+    onCleanup(() => agent.close());
+    const plain = await request(`${other.url}/mcp`, { dispatcher: agent });
+    expect(await plain.body.text()).toBe('ok');
+    const own = await request(`${other.url}/x`, { headers: { authorization: 'Bearer theirs' }, dispatcher: agent });
+    expect(await own.body.text()).toBe('ok');
+    expect(seen).toEqual([undefined, 'Bearer theirs']);
+  });
+
+  it('interceptor: 200 concurrent requests sent on the fast path with a revoked token: exactly 1 refresh, 200 succeed', async () => {
+    const d = await deploy({ rotateRefreshTokens: true });
+    const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
+    const agent = new Agent().compose(session.interceptor);
+    onCleanup(() => agent.close());
+    const call = async () => {
+      const init = rpc('tools/list');
+      const response = await request(d.mcp.url, { method: 'POST', headers: init.headers as Record<string, string>, body: init.body as string, dispatcher: agent });
+      await response.body.text();
+      return response.statusCode;
+    };
+    expect(await call()).toBe(200);
+    d.as.expireAllAccessTokens();
+    d.resetCounts();
+    const statuses = await Promise.all(Array.from({ length: 200 }, call));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(200);
+    expect(d.as.counts['token:refresh_token']).toBe(1);
+    expect(d.as.counts.authorize ?? 0).toBe(0);
+    expect(d.mcp.counts['status:401']).toBe(200);
+  });
+});
