@@ -14,7 +14,7 @@ import {
   processResourceMetadataResponse,
   type DiscoveryProblem,
 } from './steps/discovery.js';
-import { chooseTokenEndpointAuthMethod, clientUsable, DEFAULT_GRANT_TYPES } from './steps/registration.js';
+import { chooseTokenEndpointAuthMethod, clientUsable, DEFAULT_GRANT_TYPES, processRegistrationResponse } from './steps/registration.js';
 import {
   buildDeviceAuthorizationRequest,
   buildDeviceTokenRequest,
@@ -45,7 +45,7 @@ export function nextRequestId(context: EngineContext): { seq: number; id: string
 }
 
 export function responseOf(last: LastResponse | undefined): HttpResponseData | undefined {
-  return last?.kind === 'response' ? { status: last.status, headers: last.headers, body: last.body } : undefined;
+  return last?.kind === 'response' ? last : undefined;
 }
 
 export function lastResponseFrom(event: EngineEvent): LastResponse | undefined {
@@ -301,8 +301,13 @@ export function preferredRedirect(context: EngineContext): { preferredRedirectUr
   return { ...(preferred === undefined ? {} : { preferredRedirectUri: preferred }), fixed };
 }
 
+/** The plan for this flow's redirect URI, as the `client.selecting` guards ask it. */
+export function clientPlan(context: EngineContext): ClientPlan {
+  return planClient(context, context.redirectUri);
+}
+
 export function fixedRedirectMismatch(context: EngineContext): boolean {
-  const plan = planClient(context, context.redirectUri);
+  const plan = clientPlan(context);
   const uri = context.redirectUri;
   if (uri === undefined) return true;
   if (plan === 'preregistered') return !(context.config.preregistered?.redirect_uris.includes(uri) ?? false);
@@ -353,6 +358,18 @@ export function registrationScope(context: EngineContext): string | undefined {
 /** What a dynamic client registers for: the code flow with refresh, and the device grant when it will be used. */
 export function registrationGrantTypes(context: EngineContext): string[] {
   return deviceAuthorizationOffered(context) ? [...DEFAULT_GRANT_TYPES, DEVICE_CODE_GRANT] : [...DEFAULT_GRANT_TYPES];
+}
+
+/** A registration response as the guard, the action and the failure all judge it. */
+export function registrationOutcome(context: EngineContext, event: EngineEvent): Result<ClientRecord, FlowErrorData> {
+  return event.type === 'http.response'
+    ? processRegistrationResponse(event, {
+        issuer: context.issuer ?? '',
+        redirectUri: context.redirectUri ?? '',
+        requestedMethod: registrationAuthMethod(context),
+        requestedGrantTypes: registrationGrantTypes(context),
+      })
+    : { ok: false, error: flowError('flow', 'flow.internal', 'an internal invariant failed') };
 }
 
 export function registrationAuthMethod(context: EngineContext): ClientRecord['token_endpoint_auth_method'] {

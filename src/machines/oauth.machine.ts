@@ -8,7 +8,7 @@ import { flowError, type FlowErrorData } from './errors.js';
 import { scrubSecrets, secretValues } from './redact.js';
 import * as logic from './oauth.logic.js';
 import type { EngineContext, EngineEffect, EngineEvent, EngineInput } from './oauth.types.js';
-import { buildRegistrationRequest, processRegistrationResponse } from './steps/registration.js';
+import { buildRegistrationRequest } from './steps/registration.js';
 import { buildCodeExchangeRequest, buildRefreshRequest } from './steps/token.js';
 import { buildRevocationRequest } from './steps/revocation.js';
 import { devicePollStatus, nextDeviceInterval } from './steps/device.js';
@@ -81,19 +81,12 @@ export const oauthMachine = setup({
     inLegacyMode: ({ context }) => context.legacy,
 
     fixedRedirectUnavailable: ({ context }) => logic.fixedRedirectMismatch(context),
-    storedClientUsable: ({ context }) => logic.planClient(context, context.redirectUri) === 'stored',
-    preregisteredBoundElsewhere: ({ context }) => logic.planClient(context, context.redirectUri) === 'preregisteredElsewhere',
-    preregisteredClient: ({ context }) => logic.planClient(context, context.redirectUri) === 'preregistered',
-    clientIdMetadataDocument: ({ context }) => logic.planClient(context, context.redirectUri) === 'cimd',
-    dynamicRegistration: ({ context }) => logic.planClient(context, context.redirectUri) === 'dynamic',
-    registrationAccepted: ({ context, event }) =>
-      event.type === 'http.response' &&
-      processRegistrationResponse(event, {
-        issuer: context.issuer ?? '',
-        redirectUri: context.redirectUri ?? '',
-        requestedMethod: logic.registrationAuthMethod(context),
-        requestedGrantTypes: logic.registrationGrantTypes(context),
-      }).ok,
+    storedClientUsable: ({ context }) => logic.clientPlan(context) === 'stored',
+    preregisteredBoundElsewhere: ({ context }) => logic.clientPlan(context) === 'preregisteredElsewhere',
+    preregisteredClient: ({ context }) => logic.clientPlan(context) === 'preregistered',
+    clientIdMetadataDocument: ({ context }) => logic.clientPlan(context) === 'cimd',
+    dynamicRegistration: ({ context }) => logic.clientPlan(context) === 'dynamic',
+    registrationAccepted: ({ context, event }) => logic.registrationOutcome(context, event).ok,
 
     deviceAuthorizationOffered: ({ context }) => logic.deviceAuthorizationOffered(context),
     deviceAuthorizationIssued: ({ context, event }) => logic.deviceAuthorizationOutcome(context, event).ok,
@@ -257,26 +250,21 @@ export const oauthMachine = setup({
       enqueue.assign({ seq, pendingId: id });
       if (endpoint === undefined || context.redirectUri === undefined) return;
       const { redirect_uris: _ignored, ...metadata } = context.config.clientMetadata;
+      const scope = logic.registrationScope(context);
       enqueue.emit({
         type: 'http.request',
         request: buildRegistrationRequest(id, {
           endpoint,
           metadata,
           redirectUri: context.redirectUri,
-          ...(logic.registrationScope(context) === undefined ? {} : { scope: logic.registrationScope(context) }),
+          ...(scope === undefined ? {} : { scope }),
           authMethod: logic.registrationAuthMethod(context),
           grantTypes: logic.registrationGrantTypes(context),
         }),
       });
     }),
     adoptRegisteredClient: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'http.response') return;
-      const outcome = processRegistrationResponse(event, {
-        issuer: context.issuer ?? '',
-        redirectUri: context.redirectUri ?? '',
-        requestedMethod: logic.registrationAuthMethod(context),
-        requestedGrantTypes: logic.registrationGrantTypes(context),
-      });
+      const outcome = logic.registrationOutcome(context, event);
       if (!outcome.ok) return;
       enqueue.assign({ client: outcome.value, pendingId: undefined });
       enqueue.emit({ type: 'store.save', kind: 'client', value: outcome.value, ifGeneration: context.generations.client });
@@ -581,7 +569,7 @@ export const oauthMachine = setup({
           {
             guard: 'isPending',
             target: 'failed',
-            actions: { type: 'fail', params: ({ context, event }) => ({ error: refreshFailure(context, event) }) },
+            actions: { type: 'fail', params: ({ context, event }) => ({ error: failure(logic.tokenOutcome(context, event, context.tokens)) }) },
           },
         ],
         'http.failed': {
@@ -742,7 +730,7 @@ export const oauthMachine = setup({
                   {
                     guard: 'isPending',
                     target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ context, event }) => ({ error: registrationFailure(context, event) }) },
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: failure(logic.registrationOutcome(context, event)) }) },
                   },
                 ],
                 'http.failed': {
@@ -814,7 +802,7 @@ export const oauthMachine = setup({
                   {
                     guard: 'isPending',
                     target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ context, event }) => ({ error: deviceAuthorizationFailure(context, event) }) },
+                    actions: { type: 'fail', params: ({ context, event }) => ({ error: failure(logic.deviceAuthorizationOutcome(context, event)) }) },
                   },
                 ],
                 'http.failed': {
@@ -894,7 +882,7 @@ export const oauthMachine = setup({
                   {
                     guard: 'isPending',
                     target: '#oauth.failed',
-                    actions: { type: 'fail', params: ({ event }) => ({ error: tokenExchangeFailure(event) }) },
+                    actions: { type: 'fail', params: ({ event }) => ({ error: failure(logic.tokenExchangeOutcome(event)) }) },
                   },
                 ],
                 'http.failed': {
@@ -941,7 +929,7 @@ function tokenEndpointAnswer(store: 'storeIssuedTokens' | 'storeGrantTokens') {
       {
         guard: 'isPending',
         target: '#oauth.failed',
-        actions: { type: 'fail', params: ({ context, event }: { context: EngineContext; event: EngineEvent }) => ({ error: exchangeFailure(context, event) }) },
+        actions: { type: 'fail', params: ({ context, event }: { context: EngineContext; event: EngineEvent }) => ({ error: failure(logic.tokenOutcome(context, event)) }) },
       },
     ],
     'http.failed': {
@@ -956,34 +944,8 @@ function unknownError(): FlowErrorData {
   return flowError('flow', 'flow.internal', 'an internal invariant failed');
 }
 
-function refreshFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
-  const outcome = logic.tokenOutcome(context, event, context.tokens);
-  return outcome.ok ? unknownError() : outcome.error;
-}
-
-function tokenExchangeFailure(event: EngineEvent): FlowErrorData {
-  const outcome = logic.tokenExchangeOutcome(event);
-  return outcome.ok ? unknownError() : outcome.error;
-}
-
-function exchangeFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
-  const outcome = logic.tokenOutcome(context, event);
-  return outcome.ok ? unknownError() : outcome.error;
-}
-
-function registrationFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
-  if (event.type !== 'http.response') return unknownError();
-  const outcome = processRegistrationResponse(event, {
-    issuer: context.issuer ?? '',
-    redirectUri: context.redirectUri ?? '',
-    requestedMethod: logic.registrationAuthMethod(context),
-        requestedGrantTypes: logic.registrationGrantTypes(context),
-  });
-  return outcome.ok ? unknownError() : outcome.error;
-}
-
-function deviceAuthorizationFailure(context: EngineContext, event: EngineEvent): FlowErrorData {
-  const outcome = logic.deviceAuthorizationOutcome(context, event);
+/** The error of a step that failed (its result judged once, by the guard that chose this transition). */
+function failure(outcome: { ok: true } | { ok: false; error: FlowErrorData }): FlowErrorData {
   return outcome.ok ? unknownError() : outcome.error;
 }
 
