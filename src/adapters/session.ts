@@ -293,14 +293,20 @@ class Session implements OAuthSession {
 
   private async runTrigger(event: EngineEvent): Promise<void> {
     let lease: Lease | undefined;
+    let stopHeartbeat: (() => void) | undefined;
     if (this.store.lease) {
-      const ttlMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
+      const { callbackMs, oauthRequestMs } = this.resolved.deadlines;
+      // The longest a flow may run: the person's approval, then a handful of OAuth calls.
+      const flowBudgetMs = callbackMs + 10 * oauthRequestMs;
+      // Short, renewed while the flow runs: a holder that crashed frees its siblings after one ttl,
+      // not after the longest flow could have taken.
+      const ttlMs = LEASE_TTL_REQUESTS * oauthRequestMs;
       const store = this.store as Required<CredentialStore>;
-      // A waiter must outwait a holder that died just after taking the lease (it lapses at ttlMs)
-      // and then the successor's own flow, or it fails exactly when the lease becomes free.
-      // The lease's own wait is bounded by waitMs; the store call deadline only guards a store that never answers.
-      lease = await store.lease(this.resolved.storeKey, { ttlMs, waitMs: 2 * ttlMs, signal: this.lifetime.signal });
+      // A waiter must outwait a holder's whole flow and then the successor's own flow, or it fails
+      // exactly when the lease becomes free. The store call deadline only guards a store that never answers.
+      lease = await store.lease(this.resolved.storeKey, { ttlMs, waitMs: 2 * flowBudgetMs, signal: this.lifetime.signal });
       this.heldLease = lease;
+      stopHeartbeat = keepLease(lease, ttlMs, flowBudgetMs);
     }
     try {
       if (lease) await this.adoptNewerRecords();
@@ -309,6 +315,7 @@ class Session implements OAuthSession {
     } finally {
       // What this flow stored must be visible before another process may start its own.
       await this.drainSaves();
+      stopHeartbeat?.();
       if (lease) this.heldLease = undefined;
       await lease?.release().catch(() => undefined);
     }
@@ -854,6 +861,34 @@ class Session implements OAuthSession {
 }
 
 // -------------------------------------------------------------------- helpers
+
+/** A lease lives this many OAuth request deadlines unless renewed (30 s by default). */
+const LEASE_TTL_REQUESTS = 3;
+
+/**
+ * Renews a held lease every third of its ttl until stopped, for at most `maxMs` (a hung flow does
+ * not hold it forever), and stops early once a renewal says it lapsed: the writes made after that
+ * carry a stale fencing token and the store refuses them.
+ */
+function keepLease(lease: Lease, ttlMs: number, maxMs: number): () => void {
+  const everyMs = Math.max(1, Math.floor(ttlMs / 3));
+  let beats = Math.ceil(maxMs / everyMs);
+  const timer = setInterval(() => {
+    if (beats-- <= 0) {
+      clearInterval(timer);
+      return;
+    }
+    // A lease from a store written before renewal existed simply keeps its first ttl.
+    void lease.renew?.(ttlMs).then(
+      (held) => {
+        if (!held) clearInterval(timer);
+      },
+      () => undefined,
+    );
+  }, everyMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
 
 const defaultOpener: AuthorizationUrlOpener = async (url) => {
   try {

@@ -144,6 +144,51 @@ describe('Client ID Metadata Document', () => {
   });
 });
 
+describe('the lease is renewed while a flow runs', () => {
+  for (const [name, makeStore] of [
+    ['memory', async () => createMemoryStore()],
+    [
+      'file',
+      async () => {
+        const directory = await mkdtemp(join(tmpdir(), 'mcp-oauth-heartbeat-'));
+        onCleanup(() => rm(directory, { recursive: true, force: true }));
+        return createFileStore({ directory });
+      },
+    ],
+  ] as const) {
+    it(`${name} store: a sign-in that outlasts the lease ttl many times keeps it; the waiting session reuses its tokens`, async () => {
+      const d = await deploy();
+      const store = await makeStore();
+      const agent = headlessOpener();
+      let opened = 0;
+      // ttl = 3 × oauthRequestMs = 600 ms; the person takes 2.5 s to approve.
+      const deadlines = { oauthRequestMs: 200, callbackMs: 10_000 };
+      const slow = track(
+        createOAuthSession({
+          serverUrl: d.mcp.url,
+          store,
+          deadlines,
+          openAuthorizationUrl: async (url, context) => {
+            opened += 1;
+            await new Promise((resolve) => setTimeout(resolve, 2_500));
+            await agent(url, context);
+          },
+        }),
+      );
+      const other = track(createOAuthSession({ serverUrl: d.mcp.url, store, deadlines, openAuthorizationUrl: (url, context) => ((opened += 1), agent(url, context)) }));
+      const first = listTools(slow, d.mcp.url);
+      // Let the slow session take the lease before the other one asks for it.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const statuses = await Promise.all([first, listTools(other, d.mcp.url)]);
+      expect(statuses).toEqual([200, 200]);
+      // Without renewal the lease would lapse at 600 ms and the other session would run its own sign-in.
+      expect(opened).toBe(1);
+      expect(d.as.counts.authorize).toBe(1);
+      expect(d.as.counts.register).toBe(1);
+    });
+  }
+});
+
 describe('the file store lease across sessions', () => {
   it('two sessions sharing one file store and an expired rotating token refresh exactly once', async () => {
     const d = await deploy({ rotateRefreshTokens: true });

@@ -29,8 +29,11 @@ const REQUESTS = 50;
 const HOUR = 3600_000;
 const WORKER_START_MS = 60_000;
 const ROUND_MS = 60_000;
-/** The fleet's lease ttl is callbackMs + 10 × oauthRequestMs = 31 s; a takeover comes after it. */
-const TAKEOVER_MS = 60_000;
+/**
+ * The fleet's lease ttl is 3 × oauthRequestMs = 9 s, renewed while its holder lives; a takeover
+ * comes one ttl after the holder dies (before lease renewal the ttl covered a whole flow: 31 s).
+ */
+const TAKEOVER_MS = 25_000;
 const TEST_MS = 300_000;
 
 function hashKey(key: string): string {

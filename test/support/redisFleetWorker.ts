@@ -42,9 +42,9 @@ const session = createOAuthSession({
   serverUrl,
   store,
   clock: () => Date.now() + offsetMs,
-  // The lease's ttl is callbackMs + 10 × oauthRequestMs = 31 s: short enough for the takeover
-  // test, while a refresh still gets 3 s on a loaded CI machine (a timed-out refresh that the
-  // server did rotate would cost the whole fleet its refresh token).
+  // The lease's ttl is 3 × oauthRequestMs = 9 s, renewed while the holder works: a killed holder
+  // is outwaited after at most 9 s, while a refresh still gets 3 s on a loaded CI machine (a
+  // timed-out refresh that the server did rotate would cost the whole fleet its refresh token).
   deadlines: { oauthRequestMs: 3_000, callbackMs: 1_000 },
   openAuthorizationUrl: () => {
     throw new Error('a fleet worker never signs in');
