@@ -40,6 +40,9 @@ const metadataAnswer = {
   'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
 } as const;
 
+/** The session's approval deadline (`callbackMs`) passed before the device authorization was approved. */
+const DEVICE_APPROVAL_TIMEOUT = flowError('flow', 'callback.timeout', 'the device authorization was not approved before the deadline');
+
 function problemOf(outcome: { ok: boolean; error?: { fatal: boolean; error: FlowErrorData } }): FlowErrorData | undefined {
   return outcome.ok ? undefined : outcome.error?.error;
 }
@@ -825,7 +828,7 @@ export const oauthMachine = setup({
                   {
                     guard: 'isCallbackTimeout',
                     target: '#oauth.failed',
-                    actions: { type: 'fail', params: { error: flowError('flow', 'callback.timeout', 'the device authorization was not approved before the deadline') } },
+                    actions: { type: 'fail', params: { error: DEVICE_APPROVAL_TIMEOUT } },
                   },
                 ],
               },
@@ -834,6 +837,12 @@ export const oauthMachine = setup({
               tags: ['awaitingDevice'],
               entry: 'requestDeviceToken',
               on: {
+                // The approval deadline may pass while a poll is in flight: its late answer is then ignored.
+                timeout: {
+                  guard: 'isCallbackTimeout',
+                  target: '#oauth.failed',
+                  actions: { type: 'fail', params: { error: DEVICE_APPROVAL_TIMEOUT } },
+                },
                 'http.response': [
                   { guard: and(['isPending', 'tokensIssued']), target: '#oauth.ready.authorized', actions: ['storeIssuedTokens', 'announceDone'] },
                   { guard: and(['isPending', 'devicePollAgain']), target: 'awaitingDeviceApproval', actions: 'slowDevicePolling' },

@@ -193,7 +193,9 @@ export async function executePath(
       : {}),
     deadlines: { oauthRequestMs: 5_000, callbackMs: events.some((e) => e.type === 'timeout' && e.id === 'callback') ? 150 : 60_000 },
     // A path where the approval deadline passes: the next poll is held off until after it.
-    ...(kind === 'device' && events.some((e) => e.type === 'timeout' && e.id === 'callback') ? { policy: { minDevicePollIntervalMs: 60_000 } } : {}),
+    ...(kind === 'device' && events.some((e, i) => e.type === 'timeout' && e.id === 'callback' && planned.before[i]?.includes('awaitingDeviceApproval'))
+      ? { policy: { minDevicePollIntervalMs: 60_000 } }
+      : {}),
     ...(kind === 'device'
       ? {
           onDeviceAuthorization: () => {

@@ -300,6 +300,8 @@ export function eventCases(world: World, kind: ClientKind): (snapshot: Snapshot)
           unreachable(context),
           // Not a transient failure: a token endpoint redirect is never followed and the wait ends.
           { type: 'http.failed', id: context.pendingId ?? 'none', reason: 'redirect', message: 'token endpoint answered 307 with a redirect; not followed', at: NOW },
+          // The approval deadline passes while the poll is in flight.
+          { type: 'timeout', id: 'callback' },
         ];
       case 'flow.redirect': {
         if (isDynamic(kind)) return [{ type: 'redirect.ready', redirectUri: world.redirect }];

@@ -947,6 +947,17 @@ describe('device authorization (RFC 8628), the pure machine', () => {
     failedWith(driver, 'device.expired');
   });
 
+  it('the approval deadline passing while a poll is in flight ends the wait; the late answer is ignored', () => {
+    const driver = toFirstPoll();
+    driver.send({ type: 'timeout', id: 'device.poll' });
+    const poll = driver.lastRequest();
+    driver.send({ type: 'timeout', id: 'callback' });
+    failedWith(driver, 'callback.timeout');
+    expect(driver.respond(200, TOKEN_RESPONSE, poll.id)).toEqual([]);
+    expect(driver.matches('failed')).toBe(true);
+    expect(driver.snapshot.context.tokens).toBeUndefined();
+  });
+
   it('access_denied and expired_token are final, typed; a timeout backs off (doubling), a redirect is final', () => {
     for (const [error, code] of [['access_denied', 'token.access_denied'], ['expired_token', 'token.expired_token']] as const) {
       const driver = toFirstPoll();
