@@ -5,14 +5,11 @@
  * share one flow (single-flight), across processes too when the store offers a lease.
  */
 import { Agent, fetch as undiciFetch, util as undiciUtil, type Dispatcher } from 'undici';
-import { createActor, type Actor, type SnapshotFrom } from 'xstate';
-import { flowError, OAuthFlowError, OAuthStoreError, toError, type FlowErrorData } from '../machines/errors.js';
+import { createActor, type Actor } from 'xstate';
+import { flowError, OAuthFlowError } from '../machines/errors.js';
 import { CREDENTIAL_UNAVAILABLE, type HttpRequest } from '../machines/http.js';
 import { oauthMachine } from '../machines/oauth.machine.js';
-import type { EngineEffect, EngineEvent } from '../machines/oauth.types.js';
-import type { CallbackParams } from '../machines/steps/authorization.js';
-import { needsRefresh } from '../machines/steps/token.js';
-import type { CredentialStore, Lease, RecordKind, RecordTypes } from '../machines/store.js';
+import type { CredentialStore, TokenRecord } from '../machines/store.js';
 import { sameOrigin, splitUrl } from '../machines/urls.js';
 import { readBearerChallenge } from '../machines/wwwAuthenticate.js';
 import { authorizationEntropy, systemRandomBytes, type RandomBytes } from './entropy.js';
@@ -25,12 +22,9 @@ import { CredentialUnavailable, GrantSigner } from './grantCredentials.js';
 import { DpopProver } from './dpop.js';
 import { statePath, TraceRecorder, type Trace } from './trace.js';
 import { secretValues } from '../machines/redact.js';
+import { callbackParams, challengeFrom, flowBudget, MAX_ATTEMPTS, SessionCore, type Authorization, type Challenge, type EngineSnapshot, type LeaseTerms, type RuntimeEffect } from '../session/core.js';
 
 export type OAuthActor = Actor<typeof oauthMachine>;
-type EngineSnapshot = SnapshotFrom<typeof oauthMachine>;
-
-/** Attempts of one caller request: replays after a refresh, a sibling's flow, step-ups (DESIGN policy 9). */
-const MAX_ATTEMPTS = 6;
 const MAX_SAME_ORIGIN_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
@@ -73,59 +67,35 @@ export interface LogoutResult {
   problem?: { code: string; message: string };
 }
 
-interface Authorization {
-  header: string | undefined;
-  version: number | null;
-  /** A DPoP-bound token (RFC 9449): each request carries a fresh proof with `ath` of it. */
-  dpopToken?: string;
-}
-
-interface Challenge {
-  status: number;
-  wwwAuthenticate: string | undefined;
-  /** The resource server's `DPoP error="use_dpop_nonce"` with its `DPoP-Nonce`. */
-  dpopNonce?: string | undefined;
-}
-
 export function createOAuthSession(options: OAuthSessionOptions): OAuthSession {
   return new Session(options, resolveOptions(options));
 }
 
-class Session implements OAuthSession {
+class Session extends SessionCore implements OAuthSession {
   readonly actor: OAuthActor;
-  private readonly store: CredentialStore;
-  private readonly clock: () => number;
+  protected readonly store: CredentialStore;
+  protected readonly clock: () => number;
   private readonly randomBytes: RandomBytes;
   private readonly opener: AuthorizationUrlOpener;
-  private readonly recorder: TraceRecorder;
+  protected readonly recorder: TraceRecorder;
   private readonly mcpDispatcher: Dispatcher;
   private readonly ownsMcpDispatcher: boolean;
   private readonly policy: Promise<NetworkPolicy>;
   private oauthAgent: Agent | undefined;
-  private restoring: Promise<void> | undefined;
-  private isRestored = false;
-  private inFlight: Promise<void> | undefined;
-  private readonly settleWaiters = new Set<() => void>();
   private callbackServer: LoopbackCallbackServer | undefined;
-  private callbackTimer: NodeJS.Timeout | undefined;
   /** Timers the machine asked for (`timer.start`), by id: RFC 8628 polling. */
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private interaction: AbortController | undefined;
-  private readonly lifetime = new AbortController();
-  private readonly saves = new Map<RecordKind, Promise<void>>();
-  /** The lease the running trigger holds: its writes carry its fencing token. */
-  private heldLease: Lease | undefined;
   private readonly networkCauses = new Map<string, unknown>();
-  private lastNetworkCause: unknown;
-  private closed = false;
   private readonly grantSigner: GrantSigner;
   /** One DPoP key pair per session (RFC 9449), created on first use; nonces per origin. */
   private readonly dpop: DpopProver;
 
   constructor(
     private readonly options: OAuthSessionOptions,
-    private readonly resolved: ResolvedOptions,
+    protected readonly resolved: ResolvedOptions,
   ) {
+    super();
     this.store = options.store ?? createMemoryStore();
     this.clock = options.clock ?? Date.now;
     this.randomBytes = options.randomBytes ?? systemRandomBytes;
@@ -147,25 +117,16 @@ class Session implements OAuthSession {
     this.actor = resume
       ? createActor(oauthMachine, { snapshot: resume, input: resolved.config })
       : createActor(oauthMachine, { input: resolved.config });
-    this.actor.on('*', (effect) => {
-      // Effects emitted while an event is processed are recorded after that event, in causal order.
-      if (this.heldEffects) this.heldEffects.push(effect as EngineEffect);
-      else this.recorder.effect(this.clock(), this.state, effect as EngineEffect);
-      // Effects run after the transition that emitted them has finished.
-      queueMicrotask(() => this.perform(effect as EngineEffect));
-    });
-    this.actor.subscribe({ next: (snapshot) => this.onSnapshot(snapshot), error: () => undefined });
-    this.actor.start();
+    this.attach(this.actor);
     // Resolved before any OAuth request is sent (each awaits the same promise, registered later).
     this.policy.then((policy) => this.send({ type: 'network.classified', networkClass: policy.configured }), () => undefined);
 
     if (resume) {
       this.isRestored = true;
       if (this.actor.getSnapshot().hasTag('waiting')) this.armCallbackDeadline();
-      if (!this.settled()) this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
+      if (!this.settled()) void this.joinFlow();
     } else {
-      this.restoring = this.loadStore();
-      this.restoring.catch(() => undefined);
+      this.startLoading();
     }
 
     this.interceptor = this.interceptor.bind(this);
@@ -176,41 +137,7 @@ class Session implements OAuthSession {
     return statePath(this.actor.getSnapshot().value);
   }
 
-  ready(): Promise<void> {
-    return this.restored();
-  }
-
-  /** Stored records, loaded once; a failed load (store down) is retried by the next caller. */
-  private restored(): Promise<void> {
-    if (this.isRestored) return Promise.resolve();
-    this.restoring ??= this.loadStore();
-    return this.restoring;
-  }
-
-  private heldEffects: EngineEffect[] | undefined;
-
-  private send(event: EngineEvent): void {
-    if (this.closed) return;
-    const outer = this.heldEffects;
-    const held: EngineEffect[] = [];
-    this.heldEffects = held;
-    try {
-      this.actor.send(event);
-    } finally {
-      this.heldEffects = outer;
-    }
-    const at = this.clock();
-    this.recorder.event(at, this.state, event);
-    for (const effect of held) this.recorder.effect(at, this.state, effect);
-  }
-
-  private settled(): boolean {
-    return this.actor.getSnapshot().hasTag('settled');
-  }
-
-  private onSnapshot(snapshot: EngineSnapshot): void {
-    // The state a failure happened in is the last one seen before `failed`.
-    if (!snapshot.matches('failed')) this.lastFlowState = statePath(snapshot.value);
+  protected snapshotChanged(snapshot: EngineSnapshot): void {
     if (!snapshot.hasTag('waiting') && !snapshot.hasTag('awaitingDevice')) this.disarmCallbackDeadline();
     if (!snapshot.hasTag('awaitingDevice')) this.clearTimer('device.poll');
     if (snapshot.hasTag('settled')) {
@@ -219,123 +146,24 @@ class Session implements OAuthSession {
       const server = this.callbackServer;
       this.callbackServer = undefined;
       void server?.close();
-      for (const wake of [...this.settleWaiters]) wake();
     }
-  }
-
-  private waitSettled(): Promise<void> {
-    if (this.settled()) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = () => {
-        this.settleWaiters.delete(wake);
-        resolve();
-      };
-      this.settleWaiters.add(wake);
-    });
-  }
-
-  /** Waits for the current flow and turns a failure into the typed error every waiter receives. */
-  private async settleOrThrow(): Promise<void> {
-    await this.waitSettled();
-    const snapshot = this.actor.getSnapshot();
-    if (snapshot.matches('failed') && snapshot.context.error) throw this.errorFrom(snapshot.context.error);
-  }
-
-  private errorFrom(data: FlowErrorData): OAuthFlowError {
-    const cause = data.kind === 'network' ? this.lastNetworkCause : undefined;
-    return toError({ ...data, state: data.state ?? this.lastFlowState }, cause);
-  }
-
-  private lastFlowState: string | undefined;
-
-  private async loadStore(): Promise<void> {
-    try {
-      const [tokens, client, discovery] = await this.storeCall('load', () => this.readRecords());
-      this.send({ type: 'store.loaded', tokens, client, discovery });
-      this.isRestored = true;
-    } finally {
-      this.restoring = undefined;
-    }
-  }
-
-  private readRecords() {
-    const key = this.resolved.storeKey;
-    return Promise.all([this.store.get(key, 'tokens'), this.store.get(key, 'client'), this.store.get(key, 'discovery')]);
-  }
-
-  /** A store is user code: its calls get a deadline like every other wait. */
-  private storeCall<T>(what: string, call: () => Promise<T>): Promise<T> {
-    const ms = this.resolved.deadlines.storeMs;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new OAuthStoreError({ code: 'store.timeout', message: `store ${what} took longer than ${ms} ms` })), ms);
-    });
-    const attempt = Promise.resolve()
-      .then(call)
-      .catch((error: unknown) => {
-        if (error instanceof OAuthFlowError) throw error;
-        throw new OAuthStoreError({ code: 'store.failed', message: `store ${what} failed` }, { cause: error });
-      });
-    return Promise.race([attempt, deadline]).finally(() => clearTimeout(timer));
   }
 
   // ------------------------------------------------------------------ single-flight triggers
 
-  private trigger(event: EngineEvent): Promise<void> {
-    if (this.inFlight) return this.inFlight;
-    if (!this.settled()) {
-      this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
-      return this.inFlight;
-    }
-    this.inFlight = this.runTrigger(event).finally(() => (this.inFlight = undefined));
-    return this.inFlight;
-  }
-
-  private async runTrigger(event: EngineEvent): Promise<void> {
-    let lease: Lease | undefined;
-    let stopHeartbeat: (() => void) | undefined;
-    if (this.store.lease) {
-      const { callbackMs, oauthRequestMs } = this.resolved.deadlines;
-      // The longest a flow may run: the person's approval, then a handful of OAuth calls.
-      const flowBudgetMs = callbackMs + 10 * oauthRequestMs;
-      // Short, renewed while the flow runs: a holder that crashed frees its siblings after one ttl,
-      // not after the longest flow could have taken.
-      const ttlMs = LEASE_TTL_REQUESTS * oauthRequestMs;
-      const store = this.store as Required<CredentialStore>;
-      // A waiter must outwait a holder's whole flow and then the successor's own flow, or it fails
-      // exactly when the lease becomes free. The store call deadline only guards a store that never answers.
-      lease = await store.lease(this.resolved.storeKey, { ttlMs, waitMs: 2 * flowBudgetMs, signal: this.lifetime.signal });
-      this.heldLease = lease;
-      stopHeartbeat = keepLease(lease, ttlMs, flowBudgetMs);
-    }
-    try {
-      if (lease) await this.adoptNewerRecords();
-      this.send({ ...event, ...('at' in event ? { at: this.clock() } : {}) } as EngineEvent);
-      await this.settleOrThrow();
-    } finally {
-      // What this flow stored must be visible before another process may start its own.
-      await this.drainSaves();
-      stopHeartbeat?.();
-      if (lease) this.heldLease = undefined;
-      await lease?.release().catch(() => undefined);
-    }
-  }
-
-  /** Under the lease: a sibling may have refreshed or signed in while we waited. */
-  private async adoptNewerRecords(): Promise<void> {
-    const [tokens, client, discovery] = await this.storeCall('reload', () => this.readRecords());
-    const known = this.actor.getSnapshot().context.generations.tokens;
-    if (tokens && tokens.generation !== known) this.send({ type: 'store.loaded', tokens, client, discovery });
+  protected leaseTerms(): LeaseTerms {
+    const flowBudgetMs = flowBudget(this.resolved.deadlines);
+    // Short, renewed while the flow runs: a holder that crashed frees its siblings after one ttl,
+    // not after the longest flow could have taken. A waiter must outwait a holder's whole flow and
+    // then the successor's own flow, or it fails exactly when the lease becomes free. The store
+    // call deadline only guards a store that never answers. Writes under the lease are fenced.
+    return { ttlMs: LEASE_TTL_REQUESTS * this.resolved.deadlines.oauthRequestMs, waitMs: 2 * flowBudgetMs, renewForMs: flowBudgetMs, fenced: true };
   }
 
   // ------------------------------------------------------------------ effects
 
-  private perform(effect: EngineEffect): void {
-    if (this.closed) return;
+  protected performEffect(effect: RuntimeEffect): void {
     switch (effect.type) {
-      case 'http.request':
-        void this.performHttp(effect.request);
-        return;
       case 'redirect.prepare':
         void this.prepareRedirect(effect.preferredRedirectUri, effect.fixed);
         return;
@@ -370,24 +198,12 @@ class Session implements OAuthSession {
         this.timers.set(effect.id, timer);
         return;
       }
-      case 'store.save': {
-        const fencing = this.fencing();
-        this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value, fencing));
-        return;
-      }
-      case 'store.clear': {
-        const fencing = this.fencing();
-        this.queueStoreWrite(effect.kind, async () => {
-          await this.storeCall('delete', () => this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration, ...fencing }));
-        });
-        return;
-      }
       default:
         return;
     }
   }
 
-  private async performHttp(request: HttpRequest): Promise<void> {
+  protected async performHttp(request: HttpRequest): Promise<void> {
     let policy: NetworkPolicy;
     try {
       policy = await this.policy;
@@ -430,13 +246,8 @@ class Session implements OAuthSession {
       break;
     }
     if (outcome === undefined) return;
-    if (outcome.ok) {
-      this.send({ type: 'http.response', id: request.id, ...outcome.response, at: this.clock() });
-    } else {
-      this.networkCauses.set(request.id, outcome.cause);
-      this.lastNetworkCause = outcome.cause;
-      this.send({ type: 'http.failed', id: request.id, reason: outcome.reason, message: outcome.message, at: this.clock() });
-    }
+    if (!outcome.ok) this.networkCauses.set(request.id, outcome.cause);
+    this.answerHttp(request, outcome);
   }
 
   private async prepareRedirect(preferred: string | undefined, fixed: boolean): Promise<void> {
@@ -499,73 +310,16 @@ class Session implements OAuthSession {
     this.timers.delete(id);
   }
 
-  private armCallbackDeadline(): void {
-    this.disarmCallbackDeadline();
-    this.callbackTimer = setTimeout(() => this.send({ type: 'timeout', id: 'callback' }), this.resolved.deadlines.callbackMs);
-    this.callbackTimer.unref?.();
-  }
-
-  private disarmCallbackDeadline(): void {
-    if (this.callbackTimer) clearTimeout(this.callbackTimer);
-    this.callbackTimer = undefined;
-  }
-
   handleCallback(params: URLSearchParams | Record<string, string | string[]>): 'accepted' | 'rejected' {
     if (!this.actor.getSnapshot().hasTag('waiting')) return 'rejected';
     this.send({ type: 'callback', params: callbackParams(params), at: this.clock() });
     return this.actor.getSnapshot().hasTag('waiting') ? 'rejected' : 'accepted';
   }
 
-  // ------------------------------------------------------------------ store writes
-
-  private queueStoreWrite(kind: RecordKind, write: () => Promise<void>): void {
-    const previous = this.saves.get(kind) ?? Promise.resolve();
-    const next = previous.then(write).catch((error: unknown) => {
-      // Tokens stay usable in memory; the failure is visible in the trace, never silently dropped.
-      const notice = { code: 'store.write_failed', message: error instanceof Error ? `${kind}: ${error.message}` : `${kind}: write failed` };
-      this.recorder.effect(this.clock(), this.state, { type: 'notice', notice });
-    });
-    this.saves.set(kind, next);
-  }
-
-  /**
-   * Compare-and-swap on the generation this session last saw. On a conflict the record just
-   * obtained is the newest (it came from the server after the other write), so it is written over
-   * the current generation once; a deletion, by contrast, never overrides (compare-and-delete).
-   */
-  private async save(kind: RecordKind, value: RecordTypes[RecordKind], fencing: { fencingToken?: number }): Promise<void> {
-    const key = this.resolved.storeKey;
-    const known = this.actor.getSnapshot().context.generations[kind];
-    let result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: known, ...fencing }));
-    if (!result.ok) {
-      // A fenced-out write is refused again here: a later lease holder owns the record now.
-      const current = result.current?.generation ?? 0;
-      result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: current, ...fencing }));
-    }
-    if (result.ok) this.send({ type: 'store.saved', kind, generation: result.generation });
-    else throw new Error('the record changed twice while saving, or a later lease holder owns it');
-  }
-
-  /** Taken when the effect is performed, so a write queued under the lease stays fenced by it. */
-  private fencing(): { fencingToken?: number } {
-    return this.heldLease ? { fencingToken: this.heldLease.fencingToken } : {};
-  }
-
-  private async drainSaves(): Promise<void> {
-    await Promise.all([...this.saves.values()]);
-  }
-
   // ------------------------------------------------------------------ the request path
 
-  /** The hot path: a valid token in the snapshot is used at once, without the machine. */
-  private currentAuthorization(): Authorization | undefined {
-    if (!this.isRestored) return undefined;
-    const snapshot = this.actor.getSnapshot();
-    const tokens = snapshot.context.tokens;
-    if (!tokens) return snapshot.hasTag('settled') ? { header: undefined, version: null } : undefined;
-    if (needsRefresh(tokens, this.clock(), this.resolved.config.policy.refreshSkewMs)) return undefined;
-    // The same tokens give the same header: built once per token set, not per request.
-    const version = snapshot.context.tokenVersion;
+  /** The same tokens give the same header: built once per token set, not per request. */
+  protected authorizationFor(tokens: TokenRecord, version: number): Authorization {
     const memo = this.authorizationMemo;
     if (memo !== undefined && memo.tokens === tokens && memo.value.version === version) return memo.value;
     const value: Authorization =
@@ -576,79 +330,10 @@ class Session implements OAuthSession {
 
   private authorizationMemo: { tokens: object; value: Authorization } | undefined;
 
-  private async authorization(): Promise<Authorization> {
-    for (let round = 0; round < MAX_ATTEMPTS; round++) {
-      const current = this.currentAuthorization();
-      if (current) return current;
-      await this.restored();
-      if (this.currentAuthorization()) continue;
-      // Expired (or a flow is running): one refresh or flow for everybody, then look again.
-      await this.trigger({ type: 'token.check', at: this.clock() });
-    }
-    throw new OAuthFlowError({ code: 'flow.no_token', message: 'no usable access token after refreshing' });
-  }
-
-  /**
-   * One caller request: send, and on a 401 or a 403 `insufficient_scope` let the machine recover
-   * (replay with a newer token, refresh, authorize, step up), then replay. Bounded per request.
-   */
-  private async authorized<R>(
-    send: (authorization: Authorization) => Promise<R>,
-    challengeOf: (response: R) => Challenge | undefined,
-    release: (response: R) => Promise<void>,
-    /** The first attempt when the caller already sent it (the interceptor's synchronous fast path). */
-    first?: { authorization: Authorization; response: R },
-  ): Promise<R> {
-    let authorizations = 0;
-    let refreshes = 0;
-    let nonceRetried = false;
-    let response: R | undefined;
-    let pending = first;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      let current: Authorization;
-      if (pending) {
-        current = pending.authorization;
-        response = pending.response;
-        pending = undefined;
-      } else {
-        // The token at hand is used without another async hop; `authorization()` looks at it first too.
-        current = this.currentAuthorization() ?? (await this.authorization());
-        response = await send(current);
-      }
-      const { version } = current;
-      const challenge = challengeOf(response);
-      if (!challenge || attempt === MAX_ATTEMPTS - 1) return response;
-      // RFC 9449 §9: the MCP server wants a nonce in the proof: exactly one retry with it, no flow.
-      if (current.dpopToken !== undefined && !nonceRetried && challenge.dpopNonce !== undefined && isDpopNonceChallenge(challenge.wwwAuthenticate)) {
-        nonceRetried = true;
-        if (this.dpop.rememberNonce(this.resolved.config.serverUrl, challenge.dpopNonce)) {
-          await release(response);
-          attempt--;
-          continue;
-        }
-      }
-      const snapshot = this.actor.getSnapshot();
-      // One full authorization per failing request: a 401 to its fresh token is final.
-      if (challenge.status === 401 && authorizations > 0 && version === snapshot.context.tokenVersion) {
-        await release(response);
-        throw new OAuthFlowError({ code: 'flow.rejected_after_authorization', message: 'the server rejected the token a fresh authorization just issued', status: 401 });
-      }
-      await release(response);
-      const before = snapshot.context;
-      await this.trigger({
-        type: 'unauthorized',
-        status: challenge.status,
-        wwwAuthenticate: challenge.wwwAuthenticate,
-        tokenVersion: version,
-        authorizations,
-        refreshes,
-        at: this.clock(),
-      });
-      const after = this.actor.getSnapshot().context;
-      authorizations += after.authorizationCount - before.authorizationCount;
-      refreshes += after.refreshCount - before.refreshCount;
-    }
-    return response as R;
+  /** RFC 9449 §9: the MCP server wants a nonce in the proof: exactly one retry with it, no flow. */
+  protected override nonceRetry(current: Authorization, challenge: Challenge): boolean | undefined {
+    if (current.dpopToken === undefined || challenge.dpopNonce === undefined || !isDpopNonceChallenge(challenge.wwwAuthenticate)) return undefined;
+    return this.dpop.rememberNonce(this.resolved.config.serverUrl, challenge.dpopNonce);
   }
 
   /** `sameOrigin(·, serverUrl)` with the verdict cached per origin string (no URL parsing per request). */
@@ -778,17 +463,6 @@ class Session implements OAuthSession {
 
   // ------------------------------------------------------------------ explicit operations
 
-  async authorize(): Promise<void> {
-    await this.restored();
-    const current = this.currentAuthorization();
-    if (current?.header) return;
-    if (this.actor.getSnapshot().context.tokens) {
-      await this.authorization();
-      if (this.currentAuthorization()?.header) return;
-    }
-    await this.trigger({ type: 'unauthorized', status: 401, tokenVersion: null, authorizations: 0, at: this.clock() });
-  }
-
   async getAccessToken(): Promise<string> {
     await this.authorize();
     const current = this.currentAuthorization();
@@ -822,14 +496,6 @@ class Session implements OAuthSession {
     };
   }
 
-  persist(): unknown {
-    const snapshot = this.actor.getSnapshot();
-    if (!snapshot.hasTag('waiting') && !snapshot.hasTag('settled')) {
-      throw new OAuthFlowError({ code: 'session.busy', message: `cannot persist while a request is in flight (${this.state})` });
-    }
-    return this.actor.getPersistedSnapshot();
-  }
-
   trace(): Trace {
     return this.recorder.toJSON(this.resolved.config.serverUrl, this.actor.getSnapshot().context);
   }
@@ -842,17 +508,12 @@ class Session implements OAuthSession {
     this.disarmCallbackDeadline();
     for (const id of [...this.timers.keys()]) this.clearTimer(id);
     this.interaction?.abort();
-    for (const wake of [...this.settleWaiters]) wake();
+    this.wakeSettleWaiters();
     await this.callbackServer?.close();
     this.actor.stop();
     await this.drainSaves();
     await this.oauthAgent?.close();
     if (this.ownsMcpDispatcher) await this.mcpDispatcher.close();
-  }
-
-  /** Keeps secrets out of `console.log(session)` and `JSON.stringify(session)`. */
-  toJSON(): Record<string, unknown> {
-    return { serverUrl: this.resolved.config.serverUrl, state: this.state };
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {
@@ -864,31 +525,6 @@ class Session implements OAuthSession {
 
 /** A lease lives this many OAuth request deadlines unless renewed (30 s by default). */
 const LEASE_TTL_REQUESTS = 3;
-
-/**
- * Renews a held lease every third of its ttl until stopped, for at most `maxMs` (a hung flow does
- * not hold it forever), and stops early once a renewal says it lapsed: the writes made after that
- * carry a stale fencing token and the store refuses them.
- */
-function keepLease(lease: Lease, ttlMs: number, maxMs: number): () => void {
-  const everyMs = Math.max(1, Math.floor(ttlMs / 3));
-  let beats = Math.ceil(maxMs / everyMs);
-  const timer = setInterval(() => {
-    if (beats-- <= 0) {
-      clearInterval(timer);
-      return;
-    }
-    // A lease from a store written before renewal existed simply keeps its first ttl.
-    void lease.renew?.(ttlMs).then(
-      (held) => {
-        if (!held) clearInterval(timer);
-      },
-      () => undefined,
-    );
-  }, everyMs);
-  timer.unref?.();
-  return () => clearInterval(timer);
-}
 
 const defaultOpener: AuthorizationUrlOpener = async (url) => {
   try {
@@ -910,16 +546,6 @@ function rememberedPort(preferred: string | undefined, redirect: { host: string;
   return Number.isInteger(port) && port > 0 ? port : undefined;
 }
 
-function callbackParams(params: URLSearchParams | Record<string, string | string[]>): CallbackParams {
-  if (!(params instanceof URLSearchParams)) return { ...params };
-  const out: CallbackParams = {};
-  for (const [name, value] of params) {
-    const existing = out[name];
-    out[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
-  }
-  return out;
-}
-
 /** RFC 9449 §8: the authorization server's 400 `use_dpop_nonce`. */
 function isUseDpopNonce(response: { status: number; body: string }): boolean {
   if (response.status !== 400 && response.status !== 401) return false;
@@ -934,12 +560,6 @@ function isUseDpopNonce(response: { status: number; body: string }): boolean {
 function isDpopNonceChallenge(wwwAuthenticate: string | undefined): boolean {
   const challenge = readBearerChallenge(wwwAuthenticate);
   return challenge?.scheme === 'dpop' && challenge.error === 'use_dpop_nonce';
-}
-
-function challengeFrom(status: number, wwwAuthenticate: string | undefined, dpopNonce?: string): Challenge | undefined {
-  if (status === 401) return { status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) };
-  if (status === 403 && readBearerChallenge(wwwAuthenticate)?.error === 'insufficient_scope') return { status, wwwAuthenticate };
-  return undefined;
 }
 
 interface RequestParts {
@@ -1178,6 +798,16 @@ function forwardChallenge(outcome: AttemptOutcome): void {
   if (outcome.kind === 'challenge') outcome.forward();
 }
 
+/** A challenge in a parsed header record (a 401, or a 403 `insufficient_scope`), with the DPoP nonce as it came. */
+function headerChallenge(status: number, headers: Record<string, string | string[] | undefined>): Challenge | undefined {
+  const www = headers['www-authenticate'];
+  const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
+  const nonce = headers['dpop-nonce'];
+  const dpopNonce = Array.isArray(nonce) ? nonce[0] : nonce;
+  if (!challengeFrom(status, wwwAuthenticate, dpopNonce)) return undefined;
+  return { status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) };
+}
+
 type AttemptOutcome = { kind: 'forwarded' } | { kind: 'challenge'; challenge: Challenge; forward: () => void };
 
 /** One controller the caller keeps across attempts, pointing at the live request. */
@@ -1216,7 +846,7 @@ class RelayController implements Dispatcher.DispatchController {
  * replayable request: that one is swallowed and reported, so the request can be sent again.
  */
 class AttemptHandler implements Dispatcher.DispatchHandler {
-  private swallowed: { status: number; headers: Record<string, string | string[] | undefined> } | undefined;
+  private swallowed: { status: number; headers: Record<string, string | string[] | undefined>; challenge: Challenge } | undefined;
   private settledOutcome = false;
 
   constructor(
@@ -1241,10 +871,9 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     // Only a 401 or a 403 can be a challenge (challengeFrom): other answers go straight through.
     if ((statusCode === 401 || statusCode === 403) && this.replayable) {
-      const www = headers['www-authenticate'];
-      const nonce = headers['dpop-nonce'];
-      if (challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce)) {
-        this.swallowed = { status: statusCode, headers };
+      const challenge = headerChallenge(statusCode, headers);
+      if (challenge) {
+        this.swallowed = { status: statusCode, headers, challenge };
         return;
       }
     }
@@ -1260,13 +889,9 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     this.settledOutcome = true;
     const swallowed = this.swallowed;
     if (swallowed) {
-      const www = swallowed.headers['www-authenticate'];
-      const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
-      const nonce = swallowed.headers['dpop-nonce'];
-      const dpopNonce = Array.isArray(nonce) ? nonce[0] : nonce;
       this.resolve({
         kind: 'challenge',
-        challenge: { status: swallowed.status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) },
+        challenge: swallowed.challenge,
         // When the attempts are spent the caller still receives the final challenge as it came.
         forward: () => {
           this.target.onResponseStart?.(this.relay, swallowed.status, swallowed.headers as never, '');
@@ -1311,7 +936,7 @@ const resumeNothing = (): void => undefined;
 
 /** AttemptHandler in the original handler style: the same swallowing of a replayable challenge. */
 class LegacyAttemptHandler implements LegacyHandler {
-  private swallowed: { status: number; rawHeaders: Buffer[]; headers: Record<string, string | string[] | undefined> } | undefined;
+  private swallowed: { status: number; rawHeaders: Buffer[]; challenge: Challenge } | undefined;
   private settledOutcome = false;
 
   constructor(
@@ -1336,10 +961,9 @@ class LegacyAttemptHandler implements LegacyHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean | void {
     if ((statusCode === 401 || statusCode === 403) && this.replayable) {
       const headers = undiciUtil.parseHeaders(rawHeaders) as Record<string, string | string[] | undefined>;
-      const www = headers['www-authenticate'];
-      const nonce = headers['dpop-nonce'];
-      if (challengeFrom(statusCode, Array.isArray(www) ? www.join(', ') : www, Array.isArray(nonce) ? nonce[0] : nonce)) {
-        this.swallowed = { status: statusCode, rawHeaders, headers };
+      const challenge = headerChallenge(statusCode, headers);
+      if (challenge) {
+        this.swallowed = { status: statusCode, rawHeaders, challenge };
         return true;
       }
     }
@@ -1356,13 +980,9 @@ class LegacyAttemptHandler implements LegacyHandler {
     this.settledOutcome = true;
     const swallowed = this.swallowed;
     if (swallowed) {
-      const www = swallowed.headers['www-authenticate'];
-      const wwwAuthenticate = Array.isArray(www) ? www.join(', ') : www;
-      const nonce = swallowed.headers['dpop-nonce'];
-      const dpopNonce = Array.isArray(nonce) ? nonce[0] : nonce;
       this.resolve({
         kind: 'challenge',
-        challenge: { status: swallowed.status, wwwAuthenticate, ...(dpopNonce === undefined ? {} : { dpopNonce }) },
+        challenge: swallowed.challenge,
         // When the attempts are spent the caller still receives the final challenge as it came.
         forward: () => {
           this.target.onHeaders(swallowed.status, swallowed.rawHeaders, resumeNothing, '');

@@ -5,30 +5,24 @@
  * the callback route; the persisted flow is consumed before the code is redeemed, so a reload or a
  * replayed callback URL can never redeem a code twice. Imports nothing from node:*.
  */
-import { createActor, type Actor, type SnapshotFrom } from 'xstate';
+import { createActor, type Actor } from 'xstate';
 import { resolveOptions, type OAuthSessionOptions, type ResolvedOptions } from '../adapters/options.js';
 import { statePath, TraceRecorder, type Trace, type TraceEntry } from '../adapters/trace.js';
-import { flowError, OAuthConfigError, OAuthFlowError, OAuthStoreError, toError, type FlowErrorData } from '../machines/errors.js';
+import { flowError, OAuthConfigError, OAuthFlowError } from '../machines/errors.js';
 import type { HttpRequest } from '../machines/http.js';
 import { callbackVerdict } from '../machines/oauth.logic.js';
 import { oauthMachine } from '../machines/oauth.machine.js';
-import type { EngineEffect, EngineEvent } from '../machines/oauth.types.js';
-import type { CallbackParams } from '../machines/steps/authorization.js';
-import { needsRefresh } from '../machines/steps/token.js';
-import type { CredentialStore, Lease, RecordKind, RecordTypes } from '../machines/store.js';
+import type { CredentialStore, TokenRecord } from '../machines/store.js';
 import { sameOrigin } from '../machines/urls.js';
-import { readBearerChallenge } from '../machines/wwwAuthenticate.js';
 import { authorizationEntropy, webRandomBytes, type RandomBytes } from './entropy.js';
 import { createTargetCheck, performBrowserOAuthRequest } from './oauthFetch.js';
 import { createWebStorageStore, type WebStorage } from './webStorageStore.js';
 import { secretValues } from '../machines/redact.js';
+import { callbackParams, challengeFrom, flowBudget, SessionCore, type Authorization, type EngineSnapshot, type LeaseTerms, type RuntimeEffect } from '../session/core.js';
 
 export type BrowserActor = Actor<typeof oauthMachine>;
-type EngineSnapshot = SnapshotFrom<typeof oauthMachine>;
 type FetchFunction = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
 
-/** Attempts of one caller request: replays after a refresh, a sibling's flow, step-ups (DESIGN policy 9). */
-const MAX_ATTEMPTS = 6;
 const FLOW_FORMAT = 'mcp-oauth-flow/1';
 
 export interface BrowserSessionOptions {
@@ -93,16 +87,6 @@ interface FlowRecord {
   snapshot: unknown;
 }
 
-interface Authorization {
-  header: string | undefined;
-  version: number | null;
-}
-
-interface Challenge {
-  status: number;
-  wwwAuthenticate: string | undefined;
-}
-
 export function createBrowserSession(options: BrowserSessionOptions): BrowserSession {
   return new Session(options);
 }
@@ -120,30 +104,19 @@ function browserStorage(name: 'localStorage' | 'sessionStorage'): WebStorage | u
   }
 }
 
-class Session implements BrowserSession {
+class Session extends SessionCore implements BrowserSession {
   readonly actor: BrowserActor;
-  private readonly resolved: ResolvedOptions;
+  protected readonly resolved: ResolvedOptions;
   private readonly redirectUri: string;
-  private readonly store: CredentialStore;
+  protected readonly store: CredentialStore;
   private readonly flowStorage: WebStorage;
   private readonly flowKey: string;
-  private readonly clock: () => number;
+  protected readonly clock: () => number;
   private readonly randomBytes: RandomBytes;
   private readonly fetchImpl: FetchFunction;
   private readonly navigate: (url: string) => void;
   private readonly checkTarget: (url: string) => string | undefined;
-  private readonly recorder: TraceRecorder;
-  private readonly lifetime = new AbortController();
-  private readonly saves = new Map<RecordKind, Promise<void>>();
-  private readonly settleWaiters = new Set<() => void>();
-  private restoring: Promise<void> | undefined;
-  private isRestored = false;
-  private inFlight: Promise<void> | undefined;
-  private callbackTimer: ReturnType<typeof setTimeout> | undefined;
-  private heldEffects: EngineEffect[] | undefined;
-  private lastFlowState: string | undefined;
-  private lastNetworkCause: unknown;
-  private closed = false;
+  protected readonly recorder: TraceRecorder;
   /** Set while the machine waits for a callback this page will not receive: `redirected` once we navigated, `pending` after a reload. */
   private parked: 'redirected' | 'pending' | undefined;
   /** The persisted flow in `flowStorage` is this session's to consume or drop. */
@@ -153,6 +126,7 @@ class Session implements BrowserSession {
   private expiredFlow = false;
 
   constructor(options: BrowserSessionOptions) {
+    super();
     const redirect = options.redirect as { uri?: unknown } | undefined;
     if (typeof redirect?.uri !== 'string') throw configError('redirect.uri', "required in a browser: the page's own callback route");
     const page = globalThis.location?.href;
@@ -191,15 +165,7 @@ class Session implements BrowserSession {
 
     const pending = this.takePendingFlow();
     this.actor = pending ? createActor(oauthMachine, { snapshot: pending.snapshot as EngineSnapshot, input: this.resolved.config }) : createActor(oauthMachine, { input: this.resolved.config });
-    this.actor.on('*', (effect) => {
-      // Effects emitted while an event is processed are recorded after that event, in causal order.
-      if (this.heldEffects) this.heldEffects.push(effect as EngineEffect);
-      else this.recorder.effect(this.clock(), this.state, effect as EngineEffect);
-      // Effects run after the transition that emitted them has finished.
-      queueMicrotask(() => this.perform(effect as EngineEffect));
-    });
-    this.actor.subscribe({ next: (snapshot) => this.onSnapshot(snapshot), error: () => undefined });
-    this.actor.start();
+    this.attach(this.actor);
 
     if (pending) {
       this.isRestored = true;
@@ -208,8 +174,7 @@ class Session implements BrowserSession {
       this.parked = 'pending';
       this.armCallbackDeadline(pending.deadlineAt - this.clock());
     } else {
-      this.restoring = this.loadStore();
-      this.restoring.catch(() => undefined);
+      this.startLoading();
     }
     // Back from the authorization server into a page restored from the back/forward cache: the
     // navigation it was parked on is over, and the persisted sign-in can be resumed from here.
@@ -307,7 +272,7 @@ class Session implements BrowserSession {
 
   private park(reason: 'redirected' | 'pending'): void {
     this.parked = reason;
-    for (const wake of [...this.settleWaiters]) wake();
+    this.wakeSettleWaiters();
   }
 
   get pendingAuthorization(): { authorizationUrl: string } | undefined {
@@ -359,171 +324,48 @@ class Session implements BrowserSession {
       const reason = verdict.kind === 'ignore' ? verdict.reason : 'state_mismatch';
       throw new OAuthFlowError({ code: `callback.${reason}`, message: 'the authorization response does not belong to the sign-in in progress; ignored', state: this.state });
     }
-    this.inFlight ??= this.settleOrThrow().finally(() => (this.inFlight = undefined));
-    await this.inFlight;
+    await this.joinFlow();
     await this.drainSaves();
   }
 
   // ------------------------------------------------------------------ machine plumbing
 
-  ready(): Promise<void> {
-    return this.restored();
-  }
-
-  /** Stored records, loaded once; a failed load (store down) is retried by the next caller. */
-  private restored(): Promise<void> {
-    if (this.isRestored) return Promise.resolve();
-    this.restoring ??= this.loadStore();
-    return this.restoring;
-  }
-
-  private send(event: EngineEvent): void {
-    if (this.closed) return;
-    const outer = this.heldEffects;
-    const held: EngineEffect[] = [];
-    this.heldEffects = held;
-    try {
-      this.actor.send(event);
-    } finally {
-      this.heldEffects = outer;
-    }
-    const at = this.clock();
-    this.recorder.event(at, this.state, event);
-    for (const effect of held) this.recorder.effect(at, this.state, effect);
-  }
-
-  private settled(): boolean {
-    return this.actor.getSnapshot().hasTag('settled');
-  }
-
-  private onSnapshot(snapshot: EngineSnapshot): void {
-    if (!snapshot.matches('failed')) this.lastFlowState = statePath(snapshot.value);
+  protected snapshotChanged(snapshot: EngineSnapshot): void {
     if (!snapshot.hasTag('waiting')) this.disarmCallbackDeadline();
     if (snapshot.hasTag('settled')) {
       // A flow that ended (done, failed, cancelled, timed out) leaves nothing to resume.
       if (this.ownsFlowRecord) this.removeFlowRecord();
       this.parked = undefined;
-      for (const wake of [...this.settleWaiters]) wake();
     }
   }
 
-  private waitSettled(): Promise<void> {
-    if (this.settled() || this.parked || this.closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = () => {
-        this.settleWaiters.delete(wake);
-        resolve();
-      };
-      this.settleWaiters.add(wake);
-    });
+  /** A page that left (or a sign-in parked by a reload) will not see the flow settle here. */
+  protected override stopsWaiting(): boolean {
+    return this.parked !== undefined || this.closed;
   }
 
-  /** Waits for the current flow and turns its outcome into the typed error every waiter receives. */
-  private async settleOrThrow(): Promise<void> {
-    await this.waitSettled();
-    const snapshot = this.actor.getSnapshot();
-    if (!snapshot.hasTag('settled')) {
-      if (this.parked === 'redirected') {
-        throw new OAuthFlowError({ code: 'authorize.redirected', message: 'the page is leaving for the authorization server; the sign-in finishes on the callback route', state: this.state });
-      }
-      if (this.parked === 'pending') {
-        throw new OAuthFlowError({ code: 'authorize.pending', message: 'a sign-in started earlier in this tab is waiting: resume or cancel it', state: this.state });
-      }
-      throw new OAuthFlowError({ code: 'session.closed', message: 'the session was closed' });
+  protected override unsettledError(): OAuthFlowError {
+    if (this.parked === 'redirected') {
+      return new OAuthFlowError({ code: 'authorize.redirected', message: 'the page is leaving for the authorization server; the sign-in finishes on the callback route', state: this.state });
     }
-    if (snapshot.matches('failed') && snapshot.context.error) throw this.errorFrom(snapshot.context.error);
-  }
-
-  private errorFrom(data: FlowErrorData): OAuthFlowError {
-    const cause = data.kind === 'network' ? this.lastNetworkCause : undefined;
-    return toError({ ...data, state: data.state ?? this.lastFlowState }, cause);
-  }
-
-  private async loadStore(): Promise<void> {
-    try {
-      const [tokens, client, discovery] = await this.storeCall('load', () => this.readRecords());
-      this.send({ type: 'store.loaded', tokens, client, discovery });
-      this.isRestored = true;
-    } finally {
-      this.restoring = undefined;
+    if (this.parked === 'pending') {
+      return new OAuthFlowError({ code: 'authorize.pending', message: 'a sign-in started earlier in this tab is waiting: resume or cancel it', state: this.state });
     }
-  }
-
-  private readRecords() {
-    const key = this.resolved.storeKey;
-    return Promise.all([this.store.get(key, 'tokens'), this.store.get(key, 'client'), this.store.get(key, 'discovery')]);
-  }
-
-  /** A store is user code: its calls get a deadline like every other wait. */
-  private storeCall<T>(what: string, call: () => Promise<T>): Promise<T> {
-    const ms = this.resolved.deadlines.storeMs;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new OAuthStoreError({ code: 'store.timeout', message: `store ${what} took longer than ${ms} ms` })), ms);
-    });
-    const attempt = Promise.resolve()
-      .then(call)
-      .catch((error: unknown) => {
-        if (error instanceof OAuthFlowError) throw error;
-        throw new OAuthStoreError({ code: 'store.failed', message: `store ${what} failed` }, { cause: error });
-      });
-    return Promise.race([attempt, deadline]).finally(() => clearTimeout(timer));
-  }
-
-  private armCallbackDeadline(ms: number): void {
-    this.disarmCallbackDeadline();
-    this.callbackTimer = setTimeout(() => this.send({ type: 'timeout', id: 'callback' }), Math.max(0, ms));
-  }
-
-  private disarmCallbackDeadline(): void {
-    if (this.callbackTimer !== undefined) clearTimeout(this.callbackTimer);
-    this.callbackTimer = undefined;
+    return new OAuthFlowError({ code: 'session.closed', message: 'the session was closed' });
   }
 
   // ------------------------------------------------------------------ single-flight triggers
 
-  private trigger(event: EngineEvent): Promise<void> {
-    if (this.inFlight) return this.inFlight;
-    if (!this.settled()) {
-      this.inFlight = this.settleOrThrow().finally(() => (this.inFlight = undefined));
-      return this.inFlight;
-    }
-    this.inFlight = this.runTrigger(event).finally(() => (this.inFlight = undefined));
-    return this.inFlight;
-  }
-
-  private async runTrigger(event: EngineEvent): Promise<void> {
-    let lease: Lease | undefined;
-    if (this.store.lease) {
-      const waitMs = this.resolved.deadlines.callbackMs + 10 * this.resolved.deadlines.oauthRequestMs;
-      // Another tab refreshing or signing in holds it; the browser frees it if that tab goes away.
-      lease = await this.store.lease(this.resolved.storeKey, { ttlMs: waitMs, waitMs, signal: this.lifetime.signal });
-    }
-    try {
-      if (lease) await this.adoptNewerRecords();
-      this.send({ ...event, ...('at' in event ? { at: this.clock() } : {}) } as EngineEvent);
-      await this.settleOrThrow();
-    } finally {
-      await this.drainSaves();
-      await lease?.release().catch(() => undefined);
-    }
-  }
-
-  /** Under the lease: another tab may have refreshed or signed in while we waited. */
-  private async adoptNewerRecords(): Promise<void> {
-    const [tokens, client, discovery] = await this.storeCall('reload', () => this.readRecords());
-    const known = this.actor.getSnapshot().context.generations.tokens;
-    if (tokens && tokens.generation !== known) this.send({ type: 'store.loaded', tokens, client, discovery });
+  protected leaseTerms(): LeaseTerms {
+    // Another tab refreshing or signing in holds it; the browser frees it if that tab goes away.
+    const waitMs = flowBudget(this.resolved.deadlines);
+    return { ttlMs: waitMs, waitMs, fenced: false };
   }
 
   // ------------------------------------------------------------------ effects
 
-  private perform(effect: EngineEffect): void {
-    if (this.closed) return;
+  protected performEffect(effect: RuntimeEffect): void {
     switch (effect.type) {
-      case 'http.request':
-        void this.performHttp(effect.request);
-        return;
       case 'redirect.prepare':
         // The page's callback route is fixed: there is no listener to bind.
         this.send({ type: 'redirect.ready', redirectUri: this.redirectUri });
@@ -538,20 +380,12 @@ class Session implements BrowserSession {
       case 'browser.open':
         void this.leaveForAuthorization(effect.url);
         return;
-      case 'store.save':
-        this.queueStoreWrite(effect.kind, () => this.save(effect.kind, effect.value));
-        return;
-      case 'store.clear':
-        this.queueStoreWrite(effect.kind, async () => {
-          await this.storeCall('delete', () => this.store.delete(this.resolved.storeKey, effect.kind, { ifGeneration: effect.ifGeneration }));
-        });
-        return;
       default:
         return;
     }
   }
 
-  private async performHttp(request: HttpRequest): Promise<void> {
+  protected async performHttp(request: HttpRequest): Promise<void> {
     const outcome = await performBrowserOAuthRequest(request, {
       fetch: this.fetchImpl,
       deadlineMs: this.resolved.deadlines.oauthRequestMs,
@@ -559,96 +393,14 @@ class Session implements BrowserSession {
       checkTarget: this.checkTarget,
       signal: this.lifetime.signal,
     });
-    if (outcome.ok) {
-      this.send({ type: 'http.response', id: request.id, ...outcome.response, at: this.clock() });
-    } else {
-      this.lastNetworkCause = outcome.cause;
-      this.send({ type: 'http.failed', id: request.id, reason: outcome.reason, message: outcome.message, at: this.clock() });
-    }
-  }
-
-  private queueStoreWrite(kind: RecordKind, write: () => Promise<void>): void {
-    const previous = this.saves.get(kind) ?? Promise.resolve();
-    const next = previous.then(write).catch((error: unknown) => {
-      // Tokens stay usable in memory; the failure is visible in the trace, never silently dropped.
-      const notice = { code: 'store.write_failed', message: error instanceof Error ? `${kind}: ${error.message}` : `${kind}: write failed` };
-      this.recorder.effect(this.clock(), this.state, { type: 'notice', notice });
-    });
-    this.saves.set(kind, next);
-  }
-
-  /** Compare-and-swap on the generation last seen; on a conflict the newer record is written once over the current one. */
-  private async save(kind: RecordKind, value: RecordTypes[RecordKind]): Promise<void> {
-    const key = this.resolved.storeKey;
-    const known = this.actor.getSnapshot().context.generations[kind];
-    let result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: known }));
-    if (!result.ok) {
-      const current = result.current?.generation ?? 0;
-      result = await this.storeCall('write', () => this.store.set(key, kind, value, { ifGeneration: current }));
-    }
-    if (result.ok) this.send({ type: 'store.saved', kind, generation: result.generation });
-    else throw new Error('the record changed twice while saving');
-  }
-
-  private async drainSaves(): Promise<void> {
-    await Promise.all([...this.saves.values()]);
+    this.answerHttp(request, outcome);
   }
 
   // ------------------------------------------------------------------ the request path
 
-  /** The hot path: a valid token in the snapshot is used at once, without the machine. */
-  private currentAuthorization(): Authorization | undefined {
-    if (!this.isRestored) return undefined;
-    const snapshot = this.actor.getSnapshot();
-    const tokens = snapshot.context.tokens;
-    if (!tokens) return snapshot.hasTag('settled') ? { header: undefined, version: null } : undefined;
-    if (needsRefresh(tokens, this.clock(), this.resolved.config.policy.refreshSkewMs)) return undefined;
-    return { header: `Bearer ${tokens.access_token}`, version: snapshot.context.tokenVersion };
-  }
-
-  private async authorization(): Promise<Authorization> {
-    for (let round = 0; round < MAX_ATTEMPTS; round++) {
-      const current = this.currentAuthorization();
-      if (current) return current;
-      await this.restored();
-      if (this.currentAuthorization()) continue;
-      // Expired (or a flow is running): one refresh or flow for everybody, then look again.
-      await this.trigger({ type: 'token.check', at: this.clock() });
-    }
-    throw new OAuthFlowError({ code: 'flow.no_token', message: 'no usable access token after refreshing' });
-  }
-
-  /** One caller request: send; on a 401 or 403 `insufficient_scope` let the machine recover, then replay. */
-  private async authorized(send: (authorization: string | undefined) => Promise<Response>): Promise<Response> {
-    let authorizations = 0;
-    let refreshes = 0;
-    let response: Response | undefined;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const { header, version } = await this.authorization();
-      response = await send(header);
-      const challenge = challengeFrom(response.status, response.headers.get('www-authenticate') ?? undefined);
-      if (!challenge || attempt === MAX_ATTEMPTS - 1) return response;
-      const snapshot = this.actor.getSnapshot();
-      await response.body?.cancel().catch(() => undefined);
-      // One full authorization per failing request: a 401 to its fresh token is final.
-      if (challenge.status === 401 && authorizations > 0 && version === snapshot.context.tokenVersion) {
-        throw new OAuthFlowError({ code: 'flow.rejected_after_authorization', message: 'the server rejected the token a fresh authorization just issued', status: 401 });
-      }
-      const before = snapshot.context;
-      await this.trigger({
-        type: 'unauthorized',
-        status: challenge.status,
-        wwwAuthenticate: challenge.wwwAuthenticate,
-        tokenVersion: version,
-        authorizations,
-        refreshes,
-        at: this.clock(),
-      });
-      const after = this.actor.getSnapshot().context;
-      authorizations += after.authorizationCount - before.authorizationCount;
-      refreshes += after.refreshCount - before.refreshCount;
-    }
-    return response as Response;
+  /** The page signs no DPoP proofs: a bearer header. */
+  protected authorizationFor(tokens: TokenRecord, version: number): Authorization {
+    return { header: `Bearer ${tokens.access_token}`, version };
   }
 
   readonly fetch: FetchFunction = async (input, init) => {
@@ -657,7 +409,7 @@ class Session implements BrowserSession {
     // The token never leaves the MCP server's origin; other requests pass through untouched.
     if (!sameOrigin(url, this.resolved.config.serverUrl)) return this.fetchImpl(input, init);
     const parts = await requestParts(url, input, init);
-    return this.authorized((authorization) => this.sendFetch(parts, authorization));
+    return this.authorized((authorization) => this.sendFetch(parts, authorization.header), responseChallenge, cancelBody);
   };
 
   /** The caller's own request: a deadline on the response headers only, since the body may be a long SSE stream. */
@@ -685,16 +437,6 @@ class Session implements BrowserSession {
 
   // ------------------------------------------------------------------ explicit operations
 
-  async authorize(): Promise<void> {
-    await this.restored();
-    if (this.currentAuthorization()?.header) return;
-    if (this.actor.getSnapshot().context.tokens) {
-      await this.authorization();
-      if (this.currentAuthorization()?.header) return;
-    }
-    await this.trigger({ type: 'unauthorized', status: 401, tokenVersion: null, authorizations: 0, at: this.clock() });
-  }
-
   async signOut(): Promise<void> {
     await this.restored();
     if (!this.settled()) throw new OAuthFlowError({ code: 'session.busy', message: `cannot sign out while a sign-in is in progress (${this.state})` });
@@ -707,14 +449,6 @@ class Session implements BrowserSession {
     this.send({ type: 'store.loaded' });
   }
 
-  persist(): unknown {
-    const snapshot = this.actor.getSnapshot();
-    if (!snapshot.hasTag('waiting') && !snapshot.hasTag('settled')) {
-      throw new OAuthFlowError({ code: 'session.busy', message: `cannot persist while a request is in flight (${this.state})` });
-    }
-    return this.actor.getPersistedSnapshot();
-  }
-
   trace(): Trace {
     return this.recorder.toJSON(this.resolved.config.serverUrl, this.actor.getSnapshot().context);
   }
@@ -724,33 +458,21 @@ class Session implements BrowserSession {
     this.closed = true;
     this.lifetime.abort();
     this.disarmCallbackDeadline();
-    for (const wake of [...this.settleWaiters]) wake();
+    this.wakeSettleWaiters();
     // A flow persisted for the callback route stays in flowStorage: closing this page is not cancelling it.
     this.actor.stop();
     await this.drainSaves();
-  }
-
-  /** Keeps secrets out of `console.log(session)` and `JSON.stringify(session)`. */
-  toJSON(): Record<string, unknown> {
-    return { serverUrl: this.resolved.config.serverUrl, state: this.state };
   }
 }
 
 // -------------------------------------------------------------------- helpers
 
-function callbackParams(params: URLSearchParams): CallbackParams {
-  const out: CallbackParams = {};
-  for (const [name, value] of params) {
-    const existing = out[name];
-    out[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
-  }
-  return out;
+function responseChallenge(response: Response): ReturnType<typeof challengeFrom> {
+  return challengeFrom(response.status, response.headers.get('www-authenticate') ?? undefined);
 }
 
-function challengeFrom(status: number, wwwAuthenticate: string | undefined): Challenge | undefined {
-  if (status === 401) return { status, wwwAuthenticate };
-  if (status === 403 && readBearerChallenge(wwwAuthenticate)?.error === 'insufficient_scope') return { status, wwwAuthenticate };
-  return undefined;
+async function cancelBody(response: Response): Promise<void> {
+  await response.body?.cancel().catch(() => undefined);
 }
 
 interface RequestParts {
