@@ -681,6 +681,8 @@ async function main(): Promise<void> {
   };
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   log(`bench: wrote ${relative(ROOT, out)}`);
+  // The verdicts are a gate: a missed target (or a phase that failed) is a failing run.
+  if (missed.length > 0) process.exitCode = 1;
 }
 
 await main();
