@@ -91,6 +91,9 @@ options:
                                 device; otherwise print the URL and wait for the callback
   --timeout <seconds>           how long to wait for the browser (default 300)
   --trace <file>                write the session's redacted trace (the visualizer's input)
+  --force                       sign in again although valid tokens are stored: the held tokens are
+                                revoked (RFC 7009, when offered) and forgotten first; the client
+                                registration is kept
   -q, --quiet                   no progress lines
   -h, --help                    this help
 `,
@@ -131,6 +134,7 @@ const FLOW_OPTIONS = {
   'client-metadata-url': { type: 'string' },
   port: { type: 'string' },
   'no-browser': { type: 'boolean' },
+  force: { type: 'boolean' },
   timeout: { type: 'string' },
   trace: { type: 'string' },
   quiet: { type: 'boolean', short: 'q' },
@@ -324,9 +328,12 @@ async function writeTrace(session: OAuthSession, file: string | undefined): Prom
 // ------------------------------------------------------------------------------ commands
 
 async function run(command: string, session: OAuthSession, url: string, args: string[], values: Values, io: Io): Promise<number> {
+  if (values.force && command !== 'login') throw new UsageError('--force is an option of login only');
   switch (command) {
     case 'login': {
       if (args.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(args[0])}`);
+      // Through the engine: the same revocation and compare-and-delete as `logout`, then a new flow.
+      if (values.force) await session.logout();
       await session.authorize();
       const tokens = session.actor.getSnapshot().context.tokens;
       io.progress.stop();

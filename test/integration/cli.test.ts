@@ -222,6 +222,30 @@ describe('mcp-oauth: the browser opener', { timeout: 120_000 }, () => {
   });
 });
 
+describe('login --force', () => {
+  it('signs in again with valid tokens held: the old refresh token is revoked first, the client kept', async () => {
+    const d = await deploy();
+    const e = await cliEnv();
+    expect((await cli(['login', d.mcp.url], e.env)).code).toBe(0);
+    // Without --force a second login is a no-op.
+    expect((await cli(['login', d.mcp.url], e.env)).code).toBe(0);
+    expect(d.as.counts.authorize).toBe(1);
+
+    const forced = await cli(['login', d.mcp.url, '--force'], e.env);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stderr).toContain('revoking');
+    expect(d.as.counts.revoke).toBe(1);
+    expect(new URLSearchParams(d.as.requests.find((r) => r.path === '/revoke')!.body).get('token_type_hint')).toBe('refresh_token');
+    expect(d.as.counts.authorize).toBe(2);
+    expect(d.as.counts.register).toBe(1);
+    expect((await e.browserVisits()).length).toBe(2);
+
+    const misuse = await cli(['token', d.mcp.url, '--force'], e.env);
+    expect(misuse.code).toBe(2);
+    expect(misuse.stderr).toContain('--force');
+  });
+});
+
 describe('--no-browser with the device authorization grant (RFC 8628)', () => {
   it('shows the verification URI and the user code; approving on "another device" signs in, $BROWSER untouched', async () => {
     const d = await deploy({ grantTypes: ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT], deviceAuthorization: { intervalSeconds: 0 } });
