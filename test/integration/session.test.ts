@@ -378,14 +378,20 @@ describe('authorization-server change', () => {
   });
 });
 
+/** Another origin that records the Authorization header of every request it gets. */
+async function authorizationRecorder(): Promise<{ seen: Array<string | undefined>; other: { url: string } }> {
+  const seen: Array<string | undefined> = [];
+  const other = await startRawServer((req, res) => {
+    seen.push(req.headers.authorization);
+    res.writeHead(200).end('ok');
+  });
+  return { seen, other };
+}
+
 describe('where the token goes', () => {
   it('never attaches the token to another origin, and passes other requests through', async () => {
     const d = await deploy();
-    const seen: Array<string | undefined> = [];
-    const other = await startRawServer((req, res) => {
-      seen.push(req.headers.authorization);
-      res.writeHead(200).end('ok');
-    });
+    const { seen, other } = await authorizationRecorder();
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
     expect(await listTools(session, d.mcp.url)).toBe(200);
     const response = await session.fetch(`${other.url}/anything`);
@@ -657,11 +663,7 @@ describe('the request path: bodies, header forms and origins', () => {
 
   it('interceptor: a request to another origin gets no token, and its own Authorization passes untouched', async () => {
     const d = await deploy();
-    const seen: Array<string | undefined> = [];
-    const other = await startRawServer((req, res) => {
-      seen.push(req.headers.authorization);
-      res.writeHead(200).end('ok');
-    });
+    const { seen, other } = await authorizationRecorder();
     const session = track(createOAuthSession({ serverUrl: d.mcp.url, openAuthorizationUrl: headlessOpener() }));
     expect(await listTools(session, d.mcp.url)).toBe(200);
     const agent = new Agent().compose(session.interceptor);
