@@ -10,7 +10,7 @@ import { flowError, OAuthFlowError } from '../machines/errors.js';
 import { CREDENTIAL_UNAVAILABLE, type HttpRequest } from '../machines/http.js';
 import { oauthMachine } from '../machines/oauth.machine.js';
 import type { CredentialStore, TokenRecord } from '../machines/store.js';
-import { sameOrigin, splitUrl } from '../machines/urls.js';
+import { isAmbiguousUrlCode, sameOrigin, splitUrl } from '../machines/urls.js';
 import { readBearerChallenge } from '../machines/wwwAuthenticate.js';
 import { authorizationEntropy, systemRandomBytes, type RandomBytes } from './entropy.js';
 import { openSystemBrowser } from './interaction/browser.js';
@@ -714,11 +714,6 @@ export function fetchHeadersWith(headers: RequestParts['headers'], authorization
   return out;
 }
 
-/** The characters that make the raw split and WHATWG disagree (see urls.ts): such URLs take the full check. */
-function isAmbiguousCode(c: number): boolean {
-  return c <= 0x20 || c === 0x7f || c === 0x5c;
-}
-
 function isAuthorityEnd(c: number): boolean {
   return c === 0x2f || c === 0x3f || c === 0x23;
 }
@@ -733,14 +728,14 @@ function authorityEnd(s: string): number {
   let end = -1;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (isAmbiguousCode(c)) return -1;
+    if (isAmbiguousUrlCode(c)) return -1;
     if (end < 0 && i > colon + 2 && isAuthorityEnd(c)) end = i;
   }
   return end < 0 ? s.length : end;
 }
 
 function hasAmbiguousCode(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (isAmbiguousCode(s.charCodeAt(i))) return true;
+  for (let i = 0; i < s.length; i++) if (isAmbiguousUrlCode(s.charCodeAt(i))) return true;
   return false;
 }
 

@@ -40,6 +40,12 @@ const metadataAnswer = {
   'http.failed': { guard: 'isPending', target: 'validating', actions: 'recordResponse' },
 } as const;
 
+/** The user agent, the entropy source or the prompt failed: the error the adapter sent is the flow's. */
+const FAIL_WITH_INTERACTION_ERROR = {
+  type: 'fail',
+  params: ({ event }: { event: EngineEvent }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }),
+} as const;
+
 /** The session's approval deadline (`callbackMs`) passed before the device authorization was approved. */
 const DEVICE_APPROVAL_TIMEOUT = flowError('flow', 'callback.timeout', 'the device authorization was not approved before the deadline');
 
@@ -758,7 +764,7 @@ export const oauthMachine = setup({
                 // No entropy (WebCrypto unavailable) is a failure to say, not a wait without end.
                 'interaction.failed': {
                   target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                  actions: FAIL_WITH_INTERACTION_ERROR,
                 },
                 random: [
                   { guard: 'authorizationUrlValid', target: 'awaitingCallback', actions: 'openAuthorizationUrl' },
@@ -775,7 +781,7 @@ export const oauthMachine = setup({
                 callback: { target: 'validatingCallback', actions: 'recordCallback' },
                 'interaction.failed': {
                   target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                  actions: FAIL_WITH_INTERACTION_ERROR,
                 },
                 timeout: {
                   guard: 'isCallbackTimeout',
@@ -821,7 +827,7 @@ export const oauthMachine = setup({
               on: {
                 'interaction.failed': {
                   target: '#oauth.failed',
-                  actions: { type: 'fail', params: ({ event }) => ({ error: event.type === 'interaction.failed' ? event.error : unknownError() }) },
+                  actions: FAIL_WITH_INTERACTION_ERROR,
                 },
                 timeout: [
                   { guard: 'isDevicePollDue', target: 'pollingDeviceToken' },

@@ -45,11 +45,12 @@ function hexValue(c: number): number {
  * (`\` is a path separator to WHATWG; whitespace and controls are stripped by it), so a URL
  * holding them is refused rather than read two ways.
  */
+export function isAmbiguousUrlCode(c: number): boolean {
+  return c <= 0x20 || c === 0x7f || c === 0x5c;
+}
+
 function hasAmbiguousCharacter(value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c <= 0x20 || c === 0x7f || c === 0x5c) return true;
-  }
+  for (let i = 0; i < value.length; i++) if (isAmbiguousUrlCode(value.charCodeAt(i))) return true;
   return false;
 }
 

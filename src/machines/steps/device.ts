@@ -8,7 +8,7 @@ import { err, ok, parseJsonObject, type HttpRequest, type HttpResponseData, type
 import { DeviceAuthorizationResponseSchema, OAuthErrorBodySchema } from '../schemas.js';
 import type { ClientRecord } from '../store.js';
 import { isAllowedOAuthUrl, splitUrl } from '../urls.js';
-import { safeCode } from './registration.js';
+import { hasControlCharacter, safeCode } from './registration.js';
 import { clientAuthenticatedPost } from './token.js';
 
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -52,12 +52,7 @@ export interface DeviceGrant extends DevicePrompt {
 }
 
 function printable(value: string, max: number): boolean {
-  if (value.length === 0 || value.length > max) return false;
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c <= 0x9f)) return false;
-  }
-  return true;
+  return value.length > 0 && value.length <= max && !hasControlCharacter(value, { c1: true });
 }
 
 /** A URI shown to a person to open: https (or http to loopback), no credentials, no control characters. */

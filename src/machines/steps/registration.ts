@@ -100,6 +100,8 @@ export function processRegistrationResponse(
   if (!redirectUris.includes(inputs.redirectUri)) {
     return err(rejected('registration.redirect_uri_replaced', 'the server registered other redirect_uris than the one this client listens on'));
   }
+  // RFC 7591 §3.2.1: the server answers with what it registered; without an answer, what was asked.
+  const grantTypes = info.grant_types ?? inputs.requestedGrantTypes;
   return ok({
     client_id: info.client_id,
     ...(info.client_secret === undefined ? {} : { client_secret: info.client_secret }),
@@ -109,15 +111,15 @@ export function processRegistrationResponse(
     issuer: inputs.issuer,
     source: 'dynamic',
     ...(registeredScope === undefined ? {} : { scope: registeredScope }),
-    // RFC 7591 §3.2.1: the server answers with what it registered; without an answer, what was asked.
-    ...((info.grant_types ?? inputs.requestedGrantTypes) === undefined ? {} : { grant_types: info.grant_types ?? inputs.requestedGrantTypes }),
+    ...(grantTypes === undefined ? {} : { grant_types: grantTypes }),
   });
 }
 
-function hasControlCharacter(value: string): boolean {
+/** C0 controls and DEL; with `c1`, the C1 controls too (a terminal acts on those as well). */
+export function hasControlCharacter(value: string, options: { c1?: boolean } = {}): boolean {
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
+    if (c < 0x20 || c === 0x7f || (options.c1 === true && c >= 0x80 && c <= 0x9f)) return true;
   }
   return false;
 }
